@@ -1,0 +1,61 @@
+# Helpers that keep a chapter's CMakeLists.txt to a few lines.
+#
+#   add_stage(010-naive-exit [SOURCES extra.cpp ...] [LIBS lib ...])
+#       One stage = one self-contained program built from <name>.cpp.
+#       The binary is named like the source file so that readers and
+#       tests refer to the same name (target: <chapter>_<name>).
+#
+#   add_chapter_tests(<target> SOURCES t1.cpp ... [LIBS ...])
+#       A Catch2 test program linked with the test kit. Tests are
+#       discovered one by one and labelled with the chapter's directory
+#       name, so `ctest -L 01-signals` runs one chapter.
+#       CHAPTER_BIN_DIR points at the chapter's build directory.
+#
+#   add_chapter_tour(SOURCES tour.cpp ... [LIBS ...])
+#       The chapter's contribution to scripts/tour (a scoreboard), built as
+#       <chapter>-tour, which scripts/tour runs in chapter order.
+
+
+function(_gs_chapter_label out)
+  get_filename_component(label "${CMAKE_CURRENT_SOURCE_DIR}" NAME)
+  set(${out} "${label}" PARENT_SCOPE)
+endfunction()
+
+function(add_stage name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LIBS" ${ARGN})
+  _gs_chapter_label(label)
+  # Stage names repeat across chapters (every chapter has a 010); the target
+  # is qualified by the chapter, the binary keeps the plain name.
+  set(target "${label}_${name}")
+  add_executable(${target} ${name}.cpp ${ARG_SOURCES})
+  set_target_properties(${target} PROPERTIES OUTPUT_NAME ${name})
+  target_link_libraries(${target} PRIVATE Threads::Threads ${ARG_LIBS})
+  set_property(DIRECTORY APPEND PROPERTY GS_STAGES ${target})
+endfunction()
+
+function(_gs_common_harness target)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LIBS" ${ARGN})
+  add_executable(${target} ${ARG_SOURCES})
+  target_link_libraries(${target} PRIVATE testkit ${ARG_LIBS})
+  target_compile_definitions(${target} PRIVATE
+    CHAPTER_BIN_DIR="${CMAKE_CURRENT_BINARY_DIR}"
+    CHAPTER_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
+  get_property(stages DIRECTORY PROPERTY GS_STAGES)
+  if(stages)
+    add_dependencies(${target} ${stages})
+  endif()
+endfunction()
+
+function(add_chapter_tests target)
+  _gs_common_harness(${target} ${ARGN})
+  target_link_libraries(${target} PRIVATE Catch2::Catch2WithMain)
+  _gs_chapter_label(label)
+  catch_discover_tests(${target}
+    TEST_PREFIX "${label}: "
+    PROPERTIES LABELS "${label}" TIMEOUT 300)
+endfunction()
+
+function(add_chapter_tour)
+  _gs_chapter_label(label)
+  _gs_common_harness(${label}-tour ${ARGN})
+endfunction()

@@ -1,0 +1,297 @@
+#include "testkit/process.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+extern char** environ;
+
+namespace testkit {
+namespace {
+
+void close_fd(int& fd) {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+}
+
+[[noreturn]] void fail_errno(const std::string& what) {
+  throw Failure(what + ": " + std::strerror(errno));
+}
+
+std::string tail(const std::string& s, std::size_t max = 6000) {
+  if (s.size() <= max) return s;
+  return "[... " + std::to_string(s.size() - max) + " bytes ...]\n" + s.substr(s.size() - max);
+}
+
+}  // namespace
+
+milliseconds scaled(milliseconds base) {
+  static const double factor = [] {
+    const char* s = std::getenv("TESTKIT_TIMEOUT_SCALE");
+    double f = s ? std::atof(s) : 1.0;
+    return f >= 1.0 ? f : 1.0;
+  }();
+  return milliseconds(static_cast<long long>(static_cast<double>(base.count()) * factor));
+}
+
+std::string signal_name(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+std::string ExitStatus::str() const {
+  if (exited) return "exit " + std::to_string(code);
+  return "killed by " + signal_name(signal);
+}
+
+Process::Process(std::vector<std::string> argv, SpawnOptions options) : argv_(std::move(argv)) {
+  if (argv_.empty()) throw Failure("Process: empty argv");
+  int out_pipe[2], err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) fail_errno("pipe2");
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) fail_errno("pipe2");
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+  if (!options.cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, options.cwd.c_str());
+
+  // The child starts with every signal unblocked and at its default action,
+  // whatever the test process blocked or ignored (it ignores SIGPIPE), and in
+  // a process group of its own so that cleanup reaches its children too.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+
+  std::vector<std::string> env_store;
+  for (char** e = environ; *e; ++e) env_store.emplace_back(*e);
+  for (auto& e : options.extra_env) env_store.push_back(e);
+  std::vector<char*> envp, args;
+  for (auto& e : env_store) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  for (auto& a : argv_) args.push_back(a.data());
+  args.push_back(nullptr);
+
+  int rc = ::posix_spawnp(&pid_, args[0], &actions, &attr, args.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  if (rc != 0) {
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    errno = rc;
+    fail_errno("cannot start " + argv_[0]);
+  }
+  pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+  reader_ = std::thread([this, o = out_pipe[0], e = err_pipe[0]] { reader_loop(o, e); });
+}
+
+Process::~Process() {
+  if (!status_) {
+    ::kill(-pid_, SIGKILL);  // the whole process group
+    ::kill(pid_, SIGKILL);
+    reap(0);
+  } else {
+    ::kill(-pid_, SIGKILL);  // leftover children in the group, if any
+  }
+  if (reader_.joinable()) reader_.join();
+  close_fd(pidfd_);
+}
+
+void Process::reader_loop(int out_fd, int err_fd) {
+  pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+  int open_fds = 2;
+  char buf[4096];
+  while (open_fds > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        std::lock_guard lock(mu_);
+        (i == 0 ? out_ : err_).append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+    cv_.notify_all();
+  }
+  std::lock_guard lock(mu_);
+  eof_ = true;
+  cv_.notify_all();
+}
+
+std::optional<std::string> Process::next_line_locked(std::string_view needle, const std::regex* re,
+                                                     std::vector<std::string>* groups) {
+  while (true) {
+    std::size_t nl = out_.find('\n', cursor_);
+    if (nl == std::string::npos) return std::nullopt;
+    std::string line = out_.substr(cursor_, nl - cursor_);
+    cursor_ = nl + 1;
+    if (re) {
+      std::smatch m;
+      if (std::regex_search(line, m, *re)) {
+        groups->clear();
+        for (auto& g : m) groups->push_back(g.str());
+        return line;
+      }
+    } else if (line.find(needle) != std::string::npos) {
+      return line;
+    }
+  }
+}
+
+std::optional<std::string> Process::wait_for_line(std::string_view needle, milliseconds timeout) {
+  auto deadline = Clock::now() + scaled(timeout);
+  std::unique_lock lock(mu_);
+  while (true) {
+    if (auto line = next_line_locked(needle, nullptr, nullptr)) return line;
+    if (eof_) return std::nullopt;
+    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      if (auto line = next_line_locked(needle, nullptr, nullptr)) return line;
+      return std::nullopt;
+    }
+  }
+}
+
+std::string Process::expect_line(std::string_view needle, milliseconds timeout) {
+  if (auto line = wait_for_line(needle, timeout)) return *line;
+  throw Failure("no stdout line containing '" + std::string(needle) + "' within " +
+                std::to_string(scaled(timeout).count()) + " ms\n" + transcript());
+}
+
+std::vector<std::string> Process::expect_match(const std::regex& re, milliseconds timeout) {
+  auto deadline = Clock::now() + scaled(timeout);
+  std::vector<std::string> groups;
+  {
+    std::unique_lock lock(mu_);
+    while (true) {
+      if (next_line_locked({}, &re, &groups)) return groups;
+      if (eof_ || cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+        if (next_line_locked({}, &re, &groups)) return groups;
+        break;
+      }
+    }
+  }
+  throw Failure("no stdout line matching the expected pattern within " +
+                std::to_string(scaled(timeout).count()) + " ms\n" + transcript());
+}
+
+Clock::time_point Process::send_signal(int sig) {
+  auto now = Clock::now();
+  if (!status_ && ::kill(pid_, sig) != 0 && errno != ESRCH) fail_errno("kill");
+  return now;
+}
+
+bool Process::reap(int flags) {
+  if (status_) return true;
+  int st = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid_, &st, flags);
+  } while (r < 0 && errno == EINTR);
+  if (r != pid_) return false;
+  exit_time_ = Clock::now();
+  ExitStatus s;
+  if (WIFEXITED(st)) {
+    s.exited = true;
+    s.code = WEXITSTATUS(st);
+  } else if (WIFSIGNALED(st)) {
+    s.signal = WTERMSIG(st);
+  }
+  status_ = s;
+  return true;
+}
+
+void Process::drain_output() {
+  // The exit status can be collected before the reader thread has read the
+  // last bytes from the pipes. Wait (bounded: a grandchild may still hold the
+  // pipe open) until they reach end-of-file, so out() and err() are complete.
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, scaled(milliseconds(2000)), [&] { return eof_; });
+}
+
+std::optional<ExitStatus> Process::wait_exit(milliseconds timeout) {
+  if (reap(WNOHANG)) {
+    drain_output();
+    return status_;
+  }
+  auto deadline = Clock::now() + scaled(timeout);
+  while (true) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    if (left < 0) left = 0;
+    if (pidfd_ >= 0) {
+      pollfd p{pidfd_, POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(left));  // readable when the process exits
+    } else {
+      ::usleep(1000);  // kernels without pidfd: poll the exit status
+    }
+    if (reap(WNOHANG)) {
+      drain_output();
+      return status_;
+    }
+    if (Clock::now() >= deadline) return std::nullopt;
+  }
+}
+
+ExitStatus Process::expect_exit(milliseconds timeout) {
+  if (auto s = wait_exit(timeout)) return *s;
+  throw Failure("process still running after " + std::to_string(scaled(timeout).count()) +
+                " ms\n" + transcript());
+}
+
+ExitStatus Process::kill() {
+  if (!status_) {
+    ::kill(-pid_, SIGKILL);
+    ::kill(pid_, SIGKILL);
+    reap(0);
+  }
+  drain_output();
+  return *status_;
+}
+
+bool Process::running() { return !reap(WNOHANG); }
+
+std::string Process::out() const {
+  std::lock_guard lock(mu_);
+  return out_;
+}
+
+std::string Process::err() const {
+  std::lock_guard lock(mu_);
+  return err_;
+}
+
+std::string Process::transcript() const {
+  std::ostringstream s;
+  s << "command:";
+  for (auto& a : argv_) s << ' ' << a;
+  s << "\npid " << pid_ << ", " << (status_ ? status_->str() : std::string("still running"));
+  std::lock_guard lock(mu_);
+  s << "\n--- stdout ---\n" << tail(out_) << "\n--- stderr ---\n" << tail(err_) << "\n--------------";
+  return s.str();
+}
+
+}  // namespace testkit

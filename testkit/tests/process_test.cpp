@@ -1,0 +1,130 @@
+// Tests of the test kit itself: if these are wrong, every chapter's tests
+// could pass for the wrong reason.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+
+#include "testkit/net.hpp"
+#include "testkit/process.hpp"
+
+using namespace testkit;
+using namespace std::chrono_literals;
+
+TEST_CASE("a process's lines are awaited in order, with the rest of the output kept") {
+  Process p({"sh", "-c", "echo one; echo two >&2; echo ready 42; echo after"});
+  CHECK(p.expect_line("ready", 5s) == "ready 42");
+  CHECK(p.expect_line("after", 5s) == "after");
+  CHECK(p.expect_exit(5s).ok());
+  CHECK(p.out() == "one\nready 42\nafter\n");
+  CHECK(p.err() == "two\n");
+}
+
+TEST_CASE("expect_match returns capture groups") {
+  Process p({"sh", "-c", "echo 'listening on 127.0.0.1:5555'"});
+  auto g = p.expect_match(std::regex(R"(listening on ([0-9.]+):(\d+))"), 5s);
+  REQUIRE(g.size() == 3);
+  CHECK(g[2] == "5555");
+}
+
+TEST_CASE("a line that never comes fails with the process's output in the message") {
+  Process p({"sh", "-c", "echo starting; echo 'disk on fire' >&2; sleep 30"});
+  try {
+    p.expect_line("ready", 200ms);
+    FAIL("expect_line should have thrown");
+  } catch (const Failure& f) {
+    std::string msg = f.what();
+    CHECK_THAT(msg, Catch::Contains("'ready'"));
+    CHECK_THAT(msg, Catch::Contains("starting"));
+    CHECK_THAT(msg, Catch::Contains("disk on fire"));
+    CHECK_THAT(msg, Catch::Contains("still running"));
+  }
+}
+
+TEST_CASE("waiting for a line stops early when the process exits") {
+  Process p({"sh", "-c", "echo bye; exit 3"});
+  auto start = Clock::now();
+  CHECK_FALSE(p.wait_for_line("ready", 10s));
+  CHECK(Clock::now() - start < 5s);
+  auto st = p.expect_exit(5s);
+  CHECK(st.exited);
+  CHECK(st.code == 3);
+  CHECK(st.str() == "exit 3");
+}
+
+TEST_CASE("a signal sent at a chosen moment is reported as the cause of death") {
+  Process p({"sh", "-c", "echo ready; exec sleep 30"});
+  p.expect_line("ready", 5s);
+  CHECK(p.running());
+  CHECK_FALSE(p.wait_exit(50ms));  // bounded wait on a live process
+  p.send_signal(SIGTERM);
+  auto st = p.expect_exit(5s);
+  CHECK(st.killed_by(SIGTERM));
+  CHECK(st.str() == "killed by SIGTERM");
+}
+
+TEST_CASE("expect_exit on a process that ignores the signal fails with a transcript") {
+  Process p({"sh", "-c", "trap '' TERM; echo ready; sleep 30"});
+  p.expect_line("ready", 5s);
+  p.send_signal(SIGTERM);
+  CHECK_THROWS_WITH(p.expect_exit(200ms), Catch::Contains("still running after"));
+  CHECK(p.kill().killed_by(SIGKILL));
+}
+
+TEST_CASE("children start with default signal actions even if the parent ignores them") {
+  // The test process ignores SIGPIPE (it writes to sockets); stage binaries
+  // must still start with the default action, as they would from a shell.
+  ::signal(SIGPIPE, SIG_IGN);
+  Process p({"sh", "-c", "grep SigIgn /proc/self/status"});
+  p.expect_exit(5s);
+  auto ignored = std::stoull(p.out().substr(p.out().find(':') + 1), nullptr, 16);
+  for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP}) {
+    INFO(signal_name(sig));
+    CHECK((ignored & (1ULL << (sig - 1))) == 0);
+  }
+}
+
+TEST_CASE("the destructor kills what is still running, including its children") {
+  pid_t grandchild = 0;
+  {
+    Process p({"sh", "-c", "sleep 30 & echo child $!; wait"});
+    auto g = p.expect_match(std::regex(R"(child (\d+))"), 5s);
+    grandchild = std::stoi(g[1]);
+    REQUIRE(::kill(grandchild, 0) == 0);
+  }
+  // Killed with the group and reaped by init once its parent is gone; it may
+  // linger as a zombie for a moment, so poll its state, bounded.
+  auto deadline = Clock::now() + scaled(5s);
+  bool gone = false;
+  while (Clock::now() < deadline && !gone) {
+    std::FILE* f = std::fopen(("/proc/" + std::to_string(grandchild) + "/stat").c_str(), "r");
+    if (!f) {
+      gone = true;
+      break;
+    }
+    char state = 0;
+    int ignored = std::fscanf(f, "%*d %*s %c", &state);
+    (void)ignored;
+    std::fclose(f);
+    gone = state == 'Z';
+    if (!gone) std::this_thread::yield();
+  }
+  CHECK(gone);
+}
+
+TEST_CASE("a program that cannot be started is a clear failure") {
+  CHECK_THROWS_WITH(Process({"/nonexistent/stage-binary"}), Catch::Contains("cannot start /nonexistent/stage-binary"));
+}
+
+TEST_CASE("free_port returns a loopback port nobody listens on") {
+  int port = free_port();
+  CHECK(port > 0);
+  CHECK(port < 65536);
+  CHECK_FALSE(port_accepts(port));
+}
+
+TEST_CASE("everything printed just before exit is there once the exit is seen") {
+  Process p({"sh", "-c", "seq 1 20000; echo last >&2"});
+  CHECK(p.expect_exit(10s).ok());
+  CHECK(p.out().size() == 108894);  // the bytes of "1\n" .. "20000\n"
+  CHECK(p.err() == "last\n");
+}
