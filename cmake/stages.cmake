@@ -52,7 +52,7 @@ function(add_chapter_tests target)
   _gs_chapter_label(label)
   catch_discover_tests(${target}
     TEST_PREFIX "${label}: "
-    PROPERTIES LABELS "${label}" TIMEOUT 300)
+    PROPERTIES LABELS "${label}" TIMEOUT 300 SKIP_REGULAR_EXPRESSION "SKIPPED:")
 endfunction()
 
 function(add_chapter_tour)

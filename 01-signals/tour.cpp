@@ -1,0 +1,101 @@
+// 01-signals tour: every stage through the same scenarios, measured now.
+#include <cstdio>
+#include <iostream>
+
+#include "scenarios.hpp"
+#include "testkit/scoreboard.hpp"
+
+using namespace ch01;
+using namespace testkit;
+
+namespace {
+
+std::string ms(long long v) { return std::to_string(v) + " ms"; }
+
+std::vector<Cell> record_stage_row(const std::string& name) {
+  const RecordOptions opts{};
+  auto mid = signal_mid_record(name, opts);
+  bool graceful = mid.stopped_on_its_own && mid.status.ok();
+
+  Cell stop_time = !mid.status.exited ? info(ms(mid.stop_ms) + " (killed)")
+                   : verdict(mid.stop_ms < opts.record_ms + 1000, ms(mid.stop_ms));
+
+  auto second = second_signal(name, 2000);
+  Cell forced = !second.status.exited ? wrong("killed by the first")
+                : second.status.code == 1 ? verdict(second.forced_ms < 1000, "exit 1 in " + ms(second.forced_ms))
+                                          : wrong("ignored, " + second.status.str() + " after " + ms(second.forced_ms));
+
+  auto storm = signal_storm(name);
+  Cell storm_cell = verdict(storm.stopped_on_its_own && storm.status.exited, storm.status.str());
+
+  Cell pid1 = skipped("no PID namespaces");
+  if (!pid_namespaces_unavailable()) {
+    auto o = as_pid1({stage(name), "--record-ms", "200", "--flush-ms", "100", "--out", "/dev/null"},
+                     milliseconds(2000));
+    pid1 = o.stopped_on_its_own ? verdict(o.status.ok(), o.status.str()) : wrong("ignores SIGTERM");
+  }
+  return {verdict(graceful, mid.status.str()), verdict(!mid.file.torn(), mid.file.torn() ? "torn" : "whole"),
+          stop_time, forced, storm_cell, pid1};
+}
+
+std::vector<std::string> naive() {
+  return {stage("010-naive-exit"), "--record-ms", "200", "--flush-ms", "100", "--out", "/dev/null"};
+}
+
+std::vector<std::string> behind(std::vector<std::string> init, const std::vector<std::string>& cmd) {
+  init.insert(init.end(), cmd.begin(), cmd.end());
+  return init;
+}
+
+std::vector<std::string> with_orphan(const std::vector<std::string>& cmd) {
+  std::string sh = "(sleep 1 &); exec";
+  for (auto& a : cmd) sh += " '" + a + "'";
+  return {"sh", "-c", sh};
+}
+
+Cell pid1_stop(const std::vector<std::string>& cmd) {
+  auto o = as_pid1(cmd, milliseconds(2000));
+  if (!o.stopped_on_its_own) return wrong("ignores SIGTERM, SIGKILLed");
+  return right(o.status.str());
+}
+
+// `init` (possibly empty) runs a shell that leaves an orphan, then execs `cmd`.
+Cell reaps(const std::vector<std::string>& init, const std::vector<std::string>& cmd) {
+  bool zombie = orphan_left_as_zombie(behind(init, with_orphan(cmd)), nullptr);
+  return verdict(!zombie, zombie ? "zombie left" : "reaped");
+}
+
+}  // namespace
+
+int main() {
+  try {
+    Scoreboard records("01-signals: a record of 500 ms is being written when the signal arrives",
+                       {"handles SIGTERM", "no torn record", "stop time", "2nd signal forces exit",
+                        "signal storm", "as PID 1"});
+    for (auto& name : kRecordStages) records.add_row(name, record_stage_row(name));
+    records.add_note("stop time: SIGTERM -> exit; right when within the rest of the record (+1 s).");
+    std::cout << records.render() << "\n";
+
+    Scoreboard pid1("01-signals: as PID 1 of a new PID namespace (a container's entrypoint)",
+                    {"stops on SIGTERM", "reaps orphans"});
+    if (auto why = pid_namespaces_unavailable()) {
+      pid1.add_note("skipped: " + *why);
+    } else {
+      auto writer = [](const std::string& name) {
+        return std::vector<std::string>{stage(name), "--record-ms", "200", "--flush-ms", "100", "--out", "/dev/null"};
+      };
+      pid1.add_row("010-naive-exit", {pid1_stop(naive()), reaps({}, naive())});
+      pid1.add_row("040-second-signal", {pid1_stop(writer("040-second-signal")), reaps({}, writer("040-second-signal"))});
+      auto init = std::vector<std::string>{stage("050-pid1-init"), "--"};
+      pid1.add_row("050-pid1-init -- 010", {pid1_stop(behind(init, naive())), reaps(init, naive())});
+      auto tini = std::vector<std::string>{TINI_PATH, "--"};
+      pid1.add_row("tini -- 010", {pid1_stop(behind(tini, naive())), reaps(tini, naive())});
+      pid1.add_note("reaps orphans: a subshell leaves a 'sleep' behind; is it reaped by PID 1 or left a zombie?");
+    }
+    std::cout << pid1.render();
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "01-signals tour failed: " << e.what() << "\n";
+    return 1;
+  }
+}
