@@ -1,6 +1,7 @@
 // 01-signals tour: every stage through the same scenarios, measured now.
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 
 #include "scenarios.hpp"
 #include "testkit/scoreboard.hpp"
@@ -67,7 +68,28 @@ Cell reaps(const std::vector<std::string>& init, const std::vector<std::string>&
 
 }  // namespace
 
-int main() {
+// --show STAGE: one scenario in detail, for the chapter README.
+int show(const std::string& name) {
+  auto o = signal_mid_record(name);
+  std::cout << "$ " << name << " --out <tmp>/records.txt --record-ms 500 --flush-ms 4000\n"
+            << "  (SIGTERM sent once record 2 is mid-write)\n"
+            << o.stdout_text << "[" << o.status.str() << ", " << o.stop_ms << " ms after SIGTERM]\n"
+            << "$ tail -n 4 <tmp>/records.txt\n";
+  std::vector<std::string> lines;
+  std::istringstream in(o.records);
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  for (std::size_t i = lines.size() > 4 ? lines.size() - 4 : 0; i < lines.size(); ++i) std::cout << lines[i] << "\n";
+  std::cout << (o.file.torn() ? "=> torn: record " + std::to_string(o.file.begun) + " has no END\n"
+                              : "=> whole: every BEGIN has its END\n");
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--show") return show(argv[2]);
+  if (argc != 1) {
+    std::cerr << "usage: 01-signals-tour [--show STAGE]\n";
+    return 2;
+  }
   try {
     Scoreboard records("01-signals: a record of 500 ms is being written when the signal arrives",
                        {"handles SIGTERM", "no torn record", "stop time", "2nd signal forces exit",

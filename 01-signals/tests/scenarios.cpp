@@ -64,20 +64,26 @@ std::vector<std::string> record_writer(const std::string& name, const std::strin
           std::to_string(flush_ms)};
 }
 
-// Waits for "record N: begin" and checks that record N is really mid-write:
-// its BEGIN line is in the file and its END line is not. Whatever happens
-// next, a signal sent now arrives in the middle of record N.
+// Waits until record N is really mid-write: its BEGIN and its second line of
+// payload are in the file and its END is not. Whatever happens next, a
+// signal sent now arrives in the middle of record N.
 void wait_mid_record(Process& p, const std::string& out, int n) {
   p.expect_line("record " + std::to_string(n) + ": begin", 10s);
-  auto deadline = Clock::now() + scaled(5s);
-  while (slurp(out).find("BEGIN " + std::to_string(n) + "\n") == std::string::npos) {
-    if (Clock::now() > deadline) throw Failure("record " + std::to_string(n) + " never began\n" + p.transcript());
-    std::this_thread::yield();
+  const std::string second_line = "  line 2/5 of record " + std::to_string(n) + "\n";
+  auto deadline = Clock::now() + scaled(10s);
+  while (slurp(out).find(second_line) == std::string::npos) {
+    if (Clock::now() > deadline) throw Failure("record " + std::to_string(n) + " never got going\n" + p.transcript());
+    std::this_thread::sleep_for(2ms);  // polling the file for a condition
   }
   if (slurp(out).find("END " + std::to_string(n) + "\n") != std::string::npos)
     throw Failure("precondition failed: record " + std::to_string(n) +
                   " already ended before the signal could be sent (machine too slow for --record-ms?)\n" +
                   p.transcript());
+}
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (std::size_t at = 0; (at = s.find(from, at)) != std::string::npos; at += to.size()) s.replace(at, from.size(), to);
+  return s;
 }
 
 Outcome finish(Process& p, const std::string& out, Clock::time_point signalled, milliseconds bound) {
@@ -90,6 +96,8 @@ Outcome finish(Process& p, const std::string& out, Clock::time_point signalled, 
   }
   o.stop_ms = ms_between(signalled, p.exit_time());
   o.file = RecordFile::read(out);
+  o.records = slurp(out);
+  o.stdout_text = replace_all(p.out(), std::filesystem::path(out).parent_path().string(), "<tmp>");
   o.transcript = p.transcript();
   return o;
 }

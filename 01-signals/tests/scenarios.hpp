@@ -26,6 +26,7 @@ class TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   std::string file(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
 
  private:
   std::string path_;
@@ -47,6 +48,8 @@ struct Outcome {
   long long stop_ms = 0;           // first signal -> exit
   long long forced_ms = 0;         // second signal -> exit (second_signal only)
   RecordFile file;
+  std::string records;     // the record file's contents
+  std::string stdout_text; // what the stage printed, temp paths shown as <tmp>
   std::string ready_line;  // the stage's "ready pid=..." line
   std::string transcript;  // command, status, stdout, stderr: for messages
 };

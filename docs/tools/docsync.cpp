@@ -77,10 +77,14 @@ std::string region(const std::string& root, const std::string& spec) {
   return out;
 }
 
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (std::size_t at = 0; (at = s.find(from, at)) != std::string::npos; at += to.size()) s.replace(at, from.size(), to);
+  return s;
+}
+
 std::string run(const std::string& root, const std::string& build, std::string cmd) {
   std::string shown = cmd;
-  for (std::size_t at; (at = cmd.find("build/default/")) != std::string::npos;)
-    cmd.replace(at, 14, build + "/");
+  cmd = replace_all(cmd, "build/default/", build + "/");
   std::string full = "cd '" + root + "' && (" + cmd + ") 2>&1";
   FILE* p = ::popen(full.c_str(), "r");
   if (!p) throw std::runtime_error("cannot run " + cmd);
@@ -88,7 +92,7 @@ std::string run(const std::string& root, const std::string& build, std::string c
   char buf[4096];
   for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
   ::pclose(p);
-  for (std::size_t at; (at = out.find(build + "/")) != std::string::npos;) out.replace(at, build.size() + 1, "build/default/");
+  out = replace_all(out, build + "/", "build/default/");
   return "$ " + shown + "\n" + out;
 }
 
