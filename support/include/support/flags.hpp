@@ -11,7 +11,7 @@
 //   flags.done();  // rejects unknown flags and stray arguments
 #pragma once
 
-#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -101,13 +101,23 @@ class Flags {
   }
 
   // A file path this process can create or append to ("-" = stdout).
+  // Checked without creating anything: an invalid command line leaves no
+  // trace on disk.
   std::string writable_path(const std::string& name, const std::string& fallback) {
     std::string v = take(name).value_or(fallback);
     if (v.empty()) fail(name, "must not be empty");
     if (v == "-") return v;
-    int fd = ::open(v.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) fail(name, "cannot write '" + v + "': " + std::strerror(errno));
-    ::close(fd);
+    struct stat st {};
+    if (::stat(v.c_str(), &st) == 0) {
+      if (S_ISDIR(st.st_mode)) fail(name, "cannot write '" + v + "': Is a directory");
+      if (::access(v.c_str(), W_OK) != 0) fail(name, "cannot write '" + v + "': " + std::strerror(errno));
+      return v;
+    }
+    auto slash = v.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : v.substr(0, slash);
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      fail(name, "cannot write '" + v + "': No such file or directory");
+    if (::access(dir.c_str(), W_OK | X_OK) != 0) fail(name, "cannot write '" + v + "': " + std::strerror(errno));
     return v;
   }
 
