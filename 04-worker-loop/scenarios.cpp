@@ -1,0 +1,239 @@
+#include "scenarios.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+#ifndef CHAPTER_BIN_DIR
+#error "CHAPTER_BIN_DIR must name the directory of the stage binaries"
+#endif
+
+namespace worker_loop {
+
+using testkit::Process;
+using testkit::RedisServer;
+
+const std::vector<Stage>& stages() {
+  static const std::vector<Stage> all = {
+      {"010-naive-loop", false, false, false, false},
+      {"020-flag-around-sleep", true, false, false, false},
+      {"030-interruptible-wait", true, true, false, false},
+      {"040-reliable-queue", true, true, true, false},
+      {"050-worker-pool", true, true, true, true},
+  };
+  return all;
+}
+
+const Stage& stage(std::string_view name) {
+  for (auto& s : stages())
+    if (s.name == name) return s;
+  throw std::invalid_argument("no stage " + std::string(name));
+}
+
+std::string binary(const Stage& s) { return std::string(CHAPTER_BIN_DIR) + "/" + s.name; }
+
+std::vector<std::string> command_line(const Stage& s, const RedisServer& redis, const Settings& cfg) {
+  std::vector<std::string> argv = {binary(s),    "--redis",   redis.address(), "--queue",
+                                   cfg.queue,    "--step-ms", std::to_string(cfg.step.count())};
+  if (s.reliable) {
+    argv.insert(argv.end(), {"--block-ms", std::to_string(cfg.block.count())});
+  } else {
+    argv.insert(argv.end(), {"--interval", std::to_string(cfg.interval.count())});
+  }
+  if (s.budget) argv.insert(argv.end(), {"--budget-ms", std::to_string(cfg.budget.count())});
+  if (s.pool) argv.insert(argv.end(), {"--workers", std::to_string(cfg.workers)});
+  return argv;
+}
+
+std::unique_ptr<Process> start(const Stage& s, const RedisServer& redis, const Settings& cfg) {
+  auto p = std::make_unique<Process>(command_line(s, redis, cfg));
+  p->expect_line("ready", milliseconds(10000));
+  return p;
+}
+
+std::string payload(const std::string& id, int steps) { return "id=" + id + " steps=" + std::to_string(steps); }
+
+std::vector<std::string> push_jobs(testkit::RedisClient& redis, const std::string& queue, const std::string& prefix,
+                                   int count, int steps) {
+  std::vector<std::string> ids;
+  for (int i = 1; i <= count; ++i) {
+    ids.push_back(prefix + std::to_string(i));
+    redis.command({"RPUSH", queue, payload(ids.back(), steps)});
+  }
+  return ids;
+}
+
+std::vector<std::string> waiting_payloads(testkit::RedisClient& redis, const std::string& queue) {
+  std::vector<std::string> lists = {queue};
+  for (auto& key : redis.array({"KEYS", queue + ":processing*"})) lists.push_back(key);
+  std::sort(lists.begin() + 1, lists.end());
+  std::vector<std::string> all;
+  for (auto& list : lists)
+    for (auto& p : redis.array({"LRANGE", list, "0", "-1"})) all.push_back(p);
+  return all;
+}
+
+JobState job_state(testkit::RedisClient& redis, const std::string& queue, const std::string& id) {
+  JobState st;
+  st.steps_written = redis.integer({"HLEN", queue + ":steps:" + id});
+  std::string attempts = redis.command({"HGET", queue + ":attempts", id});
+  st.attempts = attempts == "(nil)" ? 0 : std::stoll(attempts);
+  st.done = redis.integer({"SISMEMBER", queue + ":done", id}) == 1;
+  for (auto& p : waiting_payloads(redis, queue))
+    if (p.rfind("id=" + id + " ", 0) == 0) st.waiting = true;
+  return st;
+}
+
+std::string JobState::str(int steps) const {
+  if (done) return "done";
+  std::string s = steps_written == 0 ? "not started" : "half done (" + std::to_string(steps_written) + "/" +
+                                                           std::to_string(steps) + " steps)";
+  return s + (waiting ? ", still queued" : ", gone from the queue");
+}
+
+std::string Stopped::status_text() const { return status ? status->str() : "still running"; }
+
+namespace {
+
+// Waits for the exit (bounded), fills in what a Stopped reports, and kills
+// the process if it is still running at the bound.
+void finish(Process& p, testkit::Clock::time_point sent, milliseconds bound, Stopped& r) {
+  r.status = p.wait_exit(bound);
+  if (r.status) {
+    r.latency_ms = std::chrono::duration_cast<milliseconds>(p.exit_time() - sent).count();
+  } else {
+    p.kill();
+  }
+  r.out = p.out();
+  r.err = p.err();
+  r.transcript = p.transcript();
+}
+
+}  // namespace
+
+int workers(const Stage& s, const Settings& cfg) { return s.pool ? cfg.workers : 1; }
+
+bool MidJob::nothing_lost() const {
+  for (auto& st : running_after)
+    if (!st.done || st.steps_written != steps || st.waiting) return false;
+  return behind_started == 0 && behind_waiting == static_cast<int>(behind.size());
+}
+
+std::string MidJob::summary() const {
+  bool all_done = true;
+  for (auto& st : running_after) all_done = all_done && st.done;
+  if (all_done)
+    return join(running) + " done, " + std::to_string(behind_waiting) + " of " + std::to_string(behind.size()) +
+           " queued";
+  std::string out;
+  for (std::size_t i = 0; i < running.size(); ++i)
+    if (!running_after[i].done) out += (out.empty() ? "" : "; ") + running[i] + " " + running_after[i].str(steps);
+  return out;
+}
+
+namespace {
+
+// Starts the stage on `count` queued jobs and returns once each worker is
+// at step 1 of its first job; `running` gets those jobs.
+std::unique_ptr<Process> start_busy(RedisServer& redis, const Stage& s, const Settings& cfg,
+                                    std::vector<std::string>& ids, std::vector<std::string>& running) {
+  int n = workers(s, cfg);
+  ids = push_jobs(redis.client(), cfg.queue, "j", n + 2, 4);
+  auto p = start(s, redis, cfg);
+  // FIFO: the first n jobs go to the n workers, in whatever order they grab them.
+  running.assign(ids.begin(), ids.begin() + n);
+  for (int i = 0; i < n; ++i)
+    p->expect_line(": step 1/", milliseconds(10000));  // "job jN: step 1/4"
+  return p;
+}
+
+}  // namespace
+
+MidJob stop_mid_job(RedisServer& redis, const Stage& s, Settings cfg, int sig) {
+  auto& c = redis.client();
+  MidJob r;
+  std::vector<std::string> ids;
+  auto p = start_busy(redis, s, cfg, ids, r.running);
+  auto sent = p->send_signal(sig);
+  r.behind.assign(ids.begin() + static_cast<long>(r.running.size()), ids.end());
+  finish(*p, sent, cfg.step * r.steps + cfg.interval + cfg.block + milliseconds(5000), r);
+  for (auto& id : r.running) r.running_after.push_back(job_state(c, cfg.queue, id));
+  for (auto& id : r.behind) {
+    auto st = job_state(c, cfg.queue, id);
+    if (st.attempts > 0) ++r.behind_started;
+    if (st.waiting) ++r.behind_waiting;
+  }
+  return r;
+}
+
+Stopped stop_while_idle(RedisServer& redis, const Stage& s, Settings cfg) {
+  Stopped r;
+  auto p = start(s, redis, cfg);
+  p->expect_line("idle: queue empty", milliseconds(10000));
+  auto sent = p->send_signal(SIGTERM);
+  finish(*p, sent, cfg.interval + cfg.block + milliseconds(5000), r);
+  return r;
+}
+
+Overrun stop_during_long_job(RedisServer& redis, const Stage& s, Settings cfg, int steps, milliseconds margin) {
+  Overrun r;
+  r.job = "long";
+  r.steps = steps;
+  redis.client().command({"RPUSH", cfg.queue, payload(r.job, steps)});
+  auto p = start(s, redis, cfg);
+  p->expect_line("job long: step 1/", milliseconds(10000));
+  auto sent = p->send_signal(SIGTERM);
+  finish(*p, sent, cfg.budget + margin, r);
+  r.reported = r.err.find("abandoned") != std::string::npos && r.err.find("job " + r.job) != std::string::npos;
+  r.state = job_state(redis.client(), cfg.queue, r.job);
+  return r;
+}
+
+Stopped second_signal(RedisServer& redis, const Stage& s, Settings cfg, milliseconds bound) {
+  Stopped r;
+  redis.client().command({"RPUSH", cfg.queue, payload("long", 100)});
+  auto p = start(s, redis, cfg);
+  p->expect_line("job long: step 1/", milliseconds(10000));
+  p->send_signal(SIGTERM);
+  // A step line after the first signal proves it was delivered: two signals
+  // of the same kind sent back to back can merge into one.
+  p->expect_line("job long: step 2/", milliseconds(10000));
+  auto sent = p->send_signal(SIGTERM);
+  finish(*p, sent, bound, r);
+  return r;
+}
+
+KillRestart kill_and_restart(RedisServer& redis, const Stage& s, Settings cfg) {
+  auto& c = redis.client();
+  KillRestart r;
+  {
+    auto p = start_busy(redis, s, cfg, r.produced, r.killed);
+    p->kill();  // SIGKILL: no handler runs, nothing is flushed
+    r.transcript = p->transcript() + "\n";
+  }
+  {
+    auto p = start(s, redis, cfg);
+    // The restart drains the queue. Each worker says "idle" once it found
+    // the queue empty, so when all of them have, nothing is left to do.
+    bool idle = true;
+    for (int i = 0; i < workers(s, cfg) && idle; ++i)
+      idle = p->wait_for_line("idle: queue empty", milliseconds(30000)).has_value();
+    p->kill();
+    r.transcript += p->transcript();
+    if (!idle) throw testkit::Failure("the restarted stage never went idle\n" + r.transcript);
+  }
+  for (auto& id : r.produced) {
+    auto st = job_state(c, cfg.queue, id);
+    if (!st.done) r.lost.push_back(id);
+    if (st.half_done()) r.half_done.push_back(id);
+    if (st.attempts > 1) r.reruns[id] = st.attempts;
+  }
+  return r;
+}
+
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
+  std::string out;
+  for (auto& i : items) out += (out.empty() ? "" : sep) + i;
+  return out;
+}
+
+}  // namespace worker_loop

@@ -1,0 +1,128 @@
+// scenarios.hpp - the experiments of chapter 04, shared by the tests (which
+// assert on the results) and the tour (which prints them), so that both show
+// exactly the same thing.
+//
+// Every scenario runs against a fresh redis-server it is given, pushes jobs
+// ("id=<id> steps=<n>") the way a producer would, starts a stage binary,
+// delivers a signal at a moment the stage has announced on stdout (never
+// after a fixed sleep), and reads the outcome back from Redis by job id.
+#pragma once
+
+#include <csignal>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "testkit/process.hpp"
+#include "testkit/redis.hpp"
+
+namespace worker_loop {
+
+using testkit::milliseconds;
+
+struct Stage {
+  std::string name;  // the binary, e.g. "030-interruptible-wait"
+  bool graceful;     // handles SIGTERM at all (020 on)
+  bool budget;       // --budget-ms, a second signal forces exit (030 on)
+  bool reliable;     // processing list, --block-ms instead of --interval (040 on)
+  bool pool;         // --workers (050)
+};
+const std::vector<Stage>& stages();
+const Stage& stage(std::string_view name);
+std::string binary(const Stage& s);  // full path of the built stage
+
+struct Settings {
+  std::string queue = "jobs";
+  milliseconds interval{2000};  // pause between jobs (010-030)
+  milliseconds block{500};      // longest wait for a job (040-050)
+  milliseconds step{100};       // one step of a job
+  milliseconds budget{5000};    // stop budget (030-050)
+  int workers = 2;              // 050
+};
+
+// How many jobs the stage runs at once.
+int workers(const Stage& s, const Settings& cfg);
+
+std::vector<std::string> command_line(const Stage& s, const testkit::RedisServer& redis, const Settings& cfg);
+// Starts the stage and waits for its "ready" line.
+std::unique_ptr<testkit::Process> start(const Stage& s, const testkit::RedisServer& redis, const Settings& cfg);
+
+// --- the producer's and the checker's view of the queue ---------------------
+std::string payload(const std::string& id, int steps);
+// Pushes jobs <prefix>1..<prefix>count, each of `steps` steps; returns ids.
+std::vector<std::string> push_jobs(testkit::RedisClient& redis, const std::string& queue, const std::string& prefix,
+                                   int count, int steps);
+
+struct JobState {
+  long long steps_written = 0;  // fields of <queue>:steps:<id>
+  long long attempts = 0;       // runs started
+  bool done = false;            // in <queue>:done
+  bool waiting = false;         // still in the queue or a processing list
+  bool half_done() const { return steps_written > 0 && !done; }
+  std::string str(int steps) const;  // "done", "half done (1/4 steps), gone from the queue", ...
+};
+JobState job_state(testkit::RedisClient& redis, const std::string& queue, const std::string& id);
+// Every payload in the queue and in every processing list of the queue.
+std::vector<std::string> waiting_payloads(testkit::RedisClient& redis, const std::string& queue);
+
+// --- scenarios ---------------------------------------------------------------
+struct Stopped {
+  std::optional<testkit::ExitStatus> status;  // nullopt: still running at the bound (then killed)
+  long long latency_ms = -1;                  // signal sent -> process gone (when it exited)
+  std::string out, err;                       // what it printed
+  std::string transcript;                     // for failure messages
+  bool exited_ok() const { return status && status->ok(); }
+  std::string status_text() const;            // "exit 0", "killed by SIGTERM", "still running"
+};
+
+// Jobs of 4 steps queued, two more than the stage has workers; the signal
+// arrives once every worker is at step 1 of its first job.
+struct MidJob : Stopped {
+  int steps = 4;
+  std::vector<std::string> running;    // the jobs in progress at the signal
+  std::vector<JobState> running_after; // what became of them
+  std::vector<std::string> behind;     // the jobs queued behind them
+  int behind_started = 0;              // ... of which were started after the signal
+  int behind_waiting = 0;              // ... of which are still queued
+  // Every running job finished, and nothing behind them was taken.
+  bool nothing_lost() const;
+  std::string summary() const;  // "j1 done, 2 queued", "j1 half done (1/4 steps), gone from the queue"
+};
+MidJob stop_mid_job(testkit::RedisServer& redis, const Stage& s, Settings cfg, int sig = SIGTERM);
+
+// The queue is empty and the stage is waiting for the next tick or job.
+Stopped stop_while_idle(testkit::RedisServer& redis, const Stage& s, Settings cfg);
+
+// One job of `steps` steps, longer than the budget; SIGTERM at step 1. The
+// process is given budget + margin to exit by itself, then killed.
+struct Overrun : Stopped {
+  std::string job;
+  int steps = 0;
+  bool reported = false;  // stderr names the job it abandoned
+  JobState state;
+};
+Overrun stop_during_long_job(testkit::RedisServer& redis, const Stage& s, Settings cfg, int steps, milliseconds margin);
+
+// SIGTERM mid-job (long job), then a second SIGTERM once the stage has
+// acknowledged the first: latency is measured from the second signal.
+Stopped second_signal(testkit::RedisServer& redis, const Stage& s, Settings cfg, milliseconds bound);
+
+// Jobs queued (two more than workers); SIGKILL once every worker is at step 1
+// of its first job, then the stage is started again and left to drain the
+// queue.
+struct KillRestart {
+  std::vector<std::string> produced;
+  std::vector<std::string> killed;          // the jobs in progress at the kill
+  std::vector<std::string> lost;            // produced, never done
+  std::vector<std::string> half_done;       // ... of which are half done
+  std::map<std::string, long long> reruns;  // id -> runs started, for ids started more than once
+  std::string transcript;                   // both runs
+};
+KillRestart kill_and_restart(testkit::RedisServer& redis, const Stage& s, Settings cfg);
+
+std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
+
+}  // namespace worker_loop

@@ -1,0 +1,125 @@
+// Column "bounded": a job longer than the stop budget, and a second signal.
+#include <catch2/catch.hpp>
+
+#include "scenarios.hpp"
+
+using namespace worker_loop;
+using testkit::scaled;
+
+namespace {
+
+Settings long_job_settings() {
+  Settings cfg;
+  cfg.interval = milliseconds(500);
+  cfg.step = milliseconds(300);  // 10 steps: a 3 s job
+  cfg.budget = milliseconds(1000);
+  return cfg;
+}
+
+}  // namespace
+
+TEST_CASE("020 flag-around-sleep: a job longer than any budget holds the shutdown for as long as it runs") {
+  testkit::RedisServer redis;
+  auto cfg = long_job_settings();
+  auto r = stop_during_long_job(redis, stage("020-flag-around-sleep"), cfg, 10, milliseconds(1000));
+  INFO(r.transcript);
+  // Either still running after budget + margin, or (slow sanitizer runs)
+  // exited only after the whole job: not bounded either way.
+  if (r.status) CHECK(r.latency_ms > 2000);
+  CHECK_FALSE(r.reported);
+}
+
+TEST_CASE("020 flag-around-sleep: a second SIGTERM does not force an exit") {
+  testkit::RedisServer redis;
+  auto r = second_signal(redis, stage("020-flag-around-sleep"), long_job_settings(), milliseconds(1000));
+  INFO(r.transcript);
+  CHECK_FALSE(r.status);
+}
+
+TEST_CASE("030 interruptible-wait: a job outlasting --budget-ms is abandoned at the budget, named, exit 1, and lost") {
+  testkit::RedisServer redis;
+  auto cfg = long_job_settings();
+  auto r = stop_during_long_job(redis, stage("030-interruptible-wait"), cfg, 10, milliseconds(1000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms >= 900);
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+  CHECK(r.reported);
+  CHECK(r.state.half_done());
+  CHECK_FALSE(r.state.waiting);  // LPOP took it: nothing will ever run it again
+}
+
+TEST_CASE("030 interruptible-wait: a second SIGTERM during the stop forces exit 1 at once") {
+  testkit::RedisServer redis;
+  auto r = second_signal(redis, stage("030-interruptible-wait"), long_job_settings(), milliseconds(3000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+  CHECK(r.err.find("second SIGTERM") != std::string::npos);
+}
+
+TEST_CASE("040 reliable-queue: a job outlasting the budget is abandoned at the budget, exit 1, and the next start completes it") {
+  testkit::RedisServer redis;
+  auto cfg = long_job_settings();
+  const auto& s = stage("040-reliable-queue");
+  auto r = stop_during_long_job(redis, s, cfg, 10, milliseconds(1000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms >= 900);
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+  CHECK(r.reported);
+  CHECK(r.state.waiting);  // still in the processing list
+
+  cfg.step = milliseconds(10);
+  auto again = start(s, redis, cfg);  // recovery happens before "ready"
+  CHECK(again->out().find("recovered: 'id=long steps=10'") != std::string::npos);
+  again->expect_line("job long: done", milliseconds(10000));
+  again->send_signal(SIGTERM);
+  CHECK(again->expect_exit(milliseconds(5000)).ok());
+  auto st = job_state(redis.client(), cfg.queue, "long");
+  CHECK(st.done);
+  CHECK(st.attempts == 2);
+  CHECK_FALSE(st.waiting);
+}
+
+TEST_CASE("040 reliable-queue: a second SIGTERM forces exit 1 at once and the job stays in the processing list") {
+  testkit::RedisServer redis;
+  auto cfg = long_job_settings();
+  auto r = second_signal(redis, stage("040-reliable-queue"), cfg, milliseconds(3000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+  CHECK(job_state(redis.client(), cfg.queue, "long").waiting);
+}
+
+TEST_CASE("050 worker-pool: a job outlasting the budget is abandoned at the budget, named with its list, exit 1") {
+  testkit::RedisServer redis;
+  auto cfg = long_job_settings();
+  auto r = stop_during_long_job(redis, stage("050-worker-pool"), cfg, 10, milliseconds(1000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+  CHECK(r.reported);
+  CHECK(r.err.find("jobs:processing:worker:") != std::string::npos);
+  CHECK(r.state.waiting);
+}
+
+TEST_CASE("050 worker-pool: a second SIGTERM forces exit 1 at once") {
+  testkit::RedisServer redis;
+  auto r = second_signal(redis, stage("050-worker-pool"), long_job_settings(), milliseconds(3000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+}

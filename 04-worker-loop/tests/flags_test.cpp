@@ -1,0 +1,75 @@
+// Bad input on the command line: exit 2 and one line on stderr naming the
+// flag, before anything else happens.
+#include <catch2/catch.hpp>
+
+#include "scenarios.hpp"
+
+using namespace worker_loop;
+
+namespace {
+
+struct BadFlag {
+  std::vector<std::string> args;
+  std::string named;  // the flag the message must name
+};
+
+std::vector<BadFlag> bad_flags(const Stage& s) {
+  std::string wait = s.reliable ? "--block-ms" : "--interval";
+  std::vector<BadFlag> cases = {
+      {{wait, "abc"}, wait},
+      {{wait, "-5"}, wait},
+      {{wait, "99999999999999999999"}, wait},
+      {{wait, "10ms"}, wait},
+      {{"--step-ms", "-1"}, "--step-ms"},
+      {{"--step-ms", "1.5"}, "--step-ms"},
+      {{"--redis", "localhost"}, "--redis"},
+      {{"--redis", "127.0.0.1:99999"}, "--redis"},
+      {{"--queue", ""}, "--queue"},
+      {{"--queue", "jobs/urgent"}, "--queue"},
+      {{"--queue", std::string(101, 'q')}, "--queue"},
+      {{"--queue"}, "--queue"},
+      {{"--no-such-flag", "1"}, "--no-such-flag"},
+  };
+  if (s.budget) {
+    cases.push_back({{"--budget-ms", "0"}, "--budget-ms"});
+    cases.push_back({{"--budget-ms", "5s"}, "--budget-ms"});
+  }
+  if (s.reliable) cases.push_back({{"--block-ms", "5000", "--budget-ms", "5000"}, "--block-ms"});
+  if (s.pool) {
+    cases.push_back({{"--workers", "0"}, "--workers"});
+    cases.push_back({{"--workers", "1000"}, "--workers"});
+    cases.push_back({{"--name", "a:b"}, "--name"});
+  }
+  return cases;
+}
+
+void check_bad_flags(const char* name) {
+  const auto& s = stage(name);
+  for (auto& c : bad_flags(s)) {
+    std::vector<std::string> argv = {binary(s)};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    testkit::Process p(argv);
+    auto status = p.expect_exit(milliseconds(10000));
+    INFO(p.transcript());
+    CHECK(status.exited);
+    CHECK(status.code == 2);
+    std::string err = p.err();
+    CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+    CHECK(err.find(c.named) != std::string::npos);
+    CHECK(p.out().empty());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("010 naive-loop: each bad flag is exit 2 with one line naming it") { check_bad_flags("010-naive-loop"); }
+TEST_CASE("020 flag-around-sleep: each bad flag is exit 2 with one line naming it") {
+  check_bad_flags("020-flag-around-sleep");
+}
+TEST_CASE("030 interruptible-wait: each bad flag is exit 2 with one line naming it") {
+  check_bad_flags("030-interruptible-wait");
+}
+TEST_CASE("040 reliable-queue: each bad flag is exit 2 with one line naming it") {
+  check_bad_flags("040-reliable-queue");
+}
+TEST_CASE("050 worker-pool: each bad flag is exit 2 with one line naming it") { check_bad_flags("050-worker-pool"); }

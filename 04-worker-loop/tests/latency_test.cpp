@@ -1,0 +1,86 @@
+// Column "stop latency": how long a stage takes to act on SIGTERM, proved
+// against the interval between jobs (bounds are generous; the figures are in
+// the benchmark).
+#include <catch2/catch.hpp>
+
+#include "scenarios.hpp"
+
+using namespace worker_loop;
+using testkit::scaled;
+
+TEST_CASE("020 flag-around-sleep: a SIGTERM during the sleep is acted on only after the whole interval") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.interval = milliseconds(1500);
+  auto r = stop_while_idle(redis, stage("020-flag-around-sleep"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms >= 1000);
+  CHECK(r.latency_ms <= 1500 + scaled(milliseconds(2000)).count());
+}
+
+TEST_CASE("020 flag-around-sleep: a SIGTERM mid-job waits for the rest of the job and then a whole interval") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.interval = milliseconds(1500);
+  cfg.step = milliseconds(250);
+  auto r = stop_mid_job(redis, stage("020-flag-around-sleep"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms >= 1500 + 500);  // 3 steps of 250 ms left, then the interval
+}
+
+TEST_CASE("030 interruptible-wait: a SIGTERM during the wait stops the worker at once, not after the interval") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.interval = milliseconds(10000);
+  auto r = stop_while_idle(redis, stage("030-interruptible-wait"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+}
+
+TEST_CASE("030 interruptible-wait: a SIGTERM mid-job stops after the rest of the job, without the interval") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.interval = milliseconds(10000);
+  cfg.step = milliseconds(250);
+  auto r = stop_mid_job(redis, stage("030-interruptible-wait"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms >= 500);  // about 3 steps of 250 ms were left
+  CHECK(r.latency_ms < 750 + scaled(milliseconds(1500)).count());
+}
+
+TEST_CASE("040 reliable-queue: a SIGTERM while waiting for a job stops within the blocking timeout") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.block = milliseconds(1000);
+  cfg.budget = milliseconds(5000);
+  auto r = stop_while_idle(redis, stage("040-reliable-queue"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+}
+
+TEST_CASE("040 reliable-queue: a SIGTERM mid-job stops after the rest of the job") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.step = milliseconds(250);
+  auto r = stop_mid_job(redis, stage("040-reliable-queue"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms >= 500);
+  CHECK(r.latency_ms < 750 + scaled(milliseconds(1500)).count());
+}
+
+TEST_CASE("050 worker-pool: a SIGTERM while all workers wait for jobs stops the pool within the blocking timeout") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.block = milliseconds(1000);
+  cfg.workers = 4;
+  auto r = stop_while_idle(redis, stage("050-worker-pool"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+}
