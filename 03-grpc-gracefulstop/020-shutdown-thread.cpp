@@ -1,0 +1,160 @@
+// 020-shutdown-thread: SIGTERM -> Server::Shutdown(), called on a dedicated
+// signal thread.
+//
+// Demonstrates: the C++ counterpart of Go's GracefulStop (seeds 000, 002).
+//   SIGTERM and SIGINT are blocked before gRPC starts any thread, and one
+//   thread takes them with sigwait() and calls Shutdown(). Shutdown() stops
+//   the listener, sends GOAWAY, refuses new RPCs with UNAVAILABLE and waits
+//   for every RPC in flight: a Work that was running completes, is persisted
+//   and answers OK. Then Wait() returns in main() and the process exits 0.
+//   Why not call Shutdown() in a signal handler: the handler interrupts some
+//   thread at an arbitrary instruction, perhaps while that thread holds
+//   malloc's lock or one of gRPC's own mutexes. Shutdown() allocates, takes
+//   those mutexes and blocks on condition variables until the handler
+//   threads finish; if the interrupted thread holds a lock Shutdown() needs,
+//   it waits for a thread that cannot run until the handler returns: a
+//   deadlock. None of it is async-signal-safe. On a thread of its own,
+//   Shutdown() is ordinary code.
+// Still wrong: Shutdown() without a deadline waits for *every* call,
+//   including a server stream that never ends (Ticks, or a health Watch).
+//   With one such stream open the process never exits: the orchestrator's
+//   SIGKILL ends it, and every call is cut then. A second signal does
+//   nothing. Health still says SERVING until the listener is gone, so new
+//   RPCs sent right after SIGTERM fail with UNAVAILABLE.
+// Reproduces: seed 000's GracefulStop sequence (stop listening, GOAWAY, wait
+//   for the handlers), and its trap: GracefulStop also waits forever for
+//   long-lived streams.
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "redis_ledger.hpp"
+#include "support/flags.hpp"
+#include "work.grpc.pb.h"
+
+namespace {
+
+using gs::work::v1::Tick;
+using gs::work::v1::TicksRequest;
+using gs::work::v1::WorkReply;
+using gs::work::v1::WorkRequest;
+using std::chrono::milliseconds;
+
+// Bad input is refused before any work starts, so nothing is persisted.
+std::optional<grpc::Status> invalid_id(const std::string& id) {
+  if (id.empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id must not be empty");
+  if (id.size() > 64) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id longer than 64 characters");
+  for (unsigned char c : id)
+    if (c < 0x21 || c > 0x7e) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id must be printable ASCII");
+  return std::nullopt;
+}
+
+class WorkerService final : public gs::work::v1::Worker::Service {
+ public:
+  explicit WorkerService(ledger::RedisLedger& ledger) : ledger_(ledger) {}
+
+  grpc::Status Work(grpc::ServerContext*, const WorkRequest* request, WorkReply* reply) override {
+    if (auto bad = invalid_id(request->id())) return *bad;
+    if (request->work_ms() < 0 || request->work_ms() > 60'000)
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "work_ms must be within 0..60000");
+    std::printf("work: started id=%s\n", request->id().c_str());
+    std::this_thread::sleep_for(milliseconds(request->work_ms()));
+    std::string error;
+    if (!ledger_.persist(request->id(), &error)) {
+      std::fprintf(stderr, "work: id=%s not persisted: %s\n", request->id().c_str(), error.c_str());
+      return grpc::Status(grpc::StatusCode::INTERNAL, "not persisted: " + error);
+    }
+    reply->set_id(request->id());
+    reply->set_server_pid(::getpid());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Ticks(grpc::ServerContext* context, const TicksRequest* request,
+                     grpc::ServerWriter<Tick>* writer) override {
+    if (auto bad = invalid_id(request->id())) return *bad;
+    if (request->interval_ms() < 1 || request->interval_ms() > 10'000)
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "interval_ms must be within 1..10000");
+    std::printf("stream: opened id=%s\n", request->id().c_str());
+    long long seq = 0;
+    Tick tick;
+    while (!context->IsCancelled()) {
+      tick.set_seq(++seq);
+      if (!writer->Write(tick)) break;  // the client is gone
+      std::this_thread::sleep_for(milliseconds(request->interval_ms()));
+    }
+    std::printf("stream: closed id=%s after %lld ticks (client gone)\n", request->id().c_str(), seq);
+    return grpc::Status::OK;
+  }
+
+ private:
+  ledger::RedisLedger& ledger_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  support::Flags flags(argc, argv, "usage: 020-shutdown-thread [--port N (0 = any)] [--redis HOST:PORT]");
+  const int port = flags.port("--port", 50051);
+  const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
+  flags.done();
+  ::signal(SIGPIPE, SIG_IGN);  // a peer that vanished must be an error code, not death
+
+  // docs:begin block
+  // Block before any thread exists (gRPC starts its own in BuildAndStart):
+  // threads inherit the mask, so only sigwait() below ever takes these.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // docs:end block
+
+  ledger::RedisLedger ledger(redis_host, redis_port);
+  if (std::string error; !ledger.ping(&error)) {
+    std::fprintf(stderr, "error: --redis: cannot reach Redis at %s:%d: %s\n", redis_host.c_str(), redis_port,
+                 error.c_str());
+    return 1;
+  }
+
+  // docs:begin server
+  grpc::EnableDefaultHealthCheckService(true);  // grpc.health.v1, "" = SERVING
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(), &bound_port);
+  // gRPC sets SO_REUSEPORT by default: a second server on a busy port would
+  // start and silently share it. Refuse instead, like any other server.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  WorkerService service(ledger);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound_port == 0) {
+    std::fprintf(stderr, "error: --port: cannot listen on 127.0.0.1:%d (address in use?)\n", port);
+    return 1;
+  }
+  std::printf("ready port=%d pid=%d\n", bound_port, ::getpid());
+  // docs:end server
+
+  // docs:begin signal-thread
+  std::thread signal_thread([&server, &stop_signals] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);  // ordinary code from here on: may lock and allocate
+    std::printf("shutdown: SIG%s received, calling Shutdown()\n", sigabbrev_np(sig));
+    auto start = std::chrono::steady_clock::now();
+    server->Shutdown();  // no deadline: waits for every call in flight, streams included
+    auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start);
+    std::printf("shutdown: complete in %lld ms\n", static_cast<long long>(took.count()));
+  });
+  server->Wait();  // returns once Shutdown() has finished
+  signal_thread.join();
+  // docs:end signal-thread
+  return 0;
+}

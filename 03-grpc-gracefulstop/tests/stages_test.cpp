@@ -1,0 +1,275 @@
+// One test per stage x property of the chapter's table (README.md). Each
+// spawns the real stage binary against a real redis-server, drives it with
+// real gRPC calls, and signals it at a moment the server itself reported
+// (N Work RPCs running, a stream open). Wrong stages are proven wrong.
+#include <signal.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <set>
+
+#include "scenarios.hpp"
+
+using namespace grpcstop;
+using std::chrono::milliseconds;
+
+namespace {
+
+std::string bin(const Stage& s) { return std::string(CHAPTER_BIN_DIR) + "/" + s.name; }
+
+StopReport under_load(const std::string& prefix) {
+  testkit::RedisServer redis;
+  const Stage& s = stage(prefix);
+  StopReport r = run_stop_scenario(bin(s), redis, s.args, under_load_options());
+  INFO(render(r));
+  REQUIRE(r.started.size() >= 10);  // the signal really came with work in flight
+  return r;
+}
+
+StopReport open_stream(const std::string& prefix) {
+  testkit::RedisServer redis;
+  const Stage& s = stage(prefix);
+  return run_stop_scenario(bin(s), redis, s.args, open_stream_options(s));
+}
+
+void require_handles_sigterm(const StopReport& r, milliseconds budget) {
+  INFO(render(r));
+  REQUIRE(r.exit);
+  REQUIRE(r.exit->ok());
+  REQUIRE(*r.shutdown_time <= testkit::scaled(budget));
+}
+
+void require_no_lost_work(const StopReport& r) {
+  INFO(render(r));
+  REQUIRE(r.in_flight.size() == 10);
+  for (auto& id : r.in_flight) CHECK(r.persisted.count(id) == 1);
+  REQUIRE(r.abandoned().empty());
+  REQUIRE(r.lost().empty());
+}
+
+void require_never_announced(const StopReport& r) {
+  INFO(render(r));
+  REQUIRE_FALSE(r.not_serving_after);
+  REQUIRE(r.load.not_sent == 0);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ 010
+
+TEST_CASE("010 naive-exit handles SIGTERM: no, the default action kills it") {
+  StopReport r = under_load("010");
+  INFO(render(r));
+  REQUIRE(r.exit);
+  REQUIRE(r.exit->killed_by(SIGTERM));
+}
+
+TEST_CASE("010 naive-exit no lost work: RPCs running at SIGTERM are never persisted") {
+  StopReport r = under_load("010");
+  INFO(render(r));
+  REQUIRE(r.in_flight.size() == 10);
+  for (auto& id : r.in_flight) CHECK(r.persisted.count(id) == 0);
+  auto abandoned = r.abandoned();
+  REQUIRE(std::set<std::string>(abandoned.begin(), abandoned.end()) ==
+          std::set<std::string>(r.in_flight.begin(), r.in_flight.end()));
+  REQUIRE(r.lost().empty());  // nobody was told OK: the failure is visible, not silent
+}
+
+TEST_CASE("010 naive-exit no errors to clients: RPCs running at SIGTERM fail with UNAVAILABLE") {
+  StopReport r = under_load("010");
+  INFO(render(r));
+  REQUIRE(r.in_flight.size() == 10);
+  for (auto& rpc : r.load.rpcs)
+    if (std::find(r.in_flight.begin(), r.in_flight.end(), rpc.id) != r.in_flight.end())
+      CHECK(rpc.code == grpc::StatusCode::UNAVAILABLE);
+  REQUIRE(r.ok() == 0);
+}
+
+TEST_CASE("010 naive-exit bounded: an open stream does not keep it alive (it dies at once)") {
+  StopReport r = open_stream("010");
+  INFO(render(r));
+  REQUIRE(r.exit);
+  REQUIRE(r.exit->killed_by(SIGTERM));
+  REQUIRE(r.stream_status.at(0).error_code() == grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_CASE("010 naive-exit stops taking traffic first: no, health says SERVING until it dies") {
+  require_never_announced(under_load("010"));
+}
+
+// ------------------------------------------------------------------ 020
+
+TEST_CASE("020 shutdown-thread handles SIGTERM: Shutdown() on the signal thread, exit 0") {
+  require_handles_sigterm(under_load("020"), milliseconds(3000));
+}
+
+TEST_CASE("020 shutdown-thread no lost work: RPCs running at SIGTERM complete and are persisted") {
+  require_no_lost_work(under_load("020"));
+}
+
+TEST_CASE("020 shutdown-thread no errors to clients: no, RPCs sent just after SIGTERM get UNAVAILABLE unannounced") {
+  StopReport r = under_load("020");
+  INFO(render(r));
+  for (auto& id : r.in_flight)  // the ones in flight are fine...
+    for (auto& rpc : r.load.rpcs)
+      if (rpc.id == id) CHECK(rpc.ok());
+  // ...but the next ones are refused, and nothing warned the client.
+  REQUIRE(r.failed() > 0);
+  REQUIRE(r.failed_by_code().count("UNAVAILABLE") == 1);
+  REQUIRE_FALSE(r.not_serving_after);
+}
+
+TEST_CASE("020 shutdown-thread bounded: no, an open stream makes Shutdown() wait forever, even after a second SIGTERM") {
+  testkit::RedisServer redis;
+  const Stage& s = stage("020");
+  Server server(bin(s), redis.address(), s.args);
+  auto channel = channel_to({server.target()});
+  TickStream stream(channel, "stream-1");
+  server.process().expect_line("stream: opened", milliseconds(5000));
+  server.process().send_signal(SIGTERM);
+  server.process().expect_line("calling Shutdown()", milliseconds(5000));
+  // Bounded proof of a hang: still running after 2 s, and a second SIGTERM
+  // changes nothing for one more second. Then we end it ourselves.
+  REQUIRE_FALSE(server.process().wait_exit(milliseconds(2000)));
+  server.process().send_signal(SIGTERM);
+  REQUIRE_FALSE(server.process().wait_exit(milliseconds(1000)));
+  REQUIRE(stream.ticks() > 0);
+  REQUIRE(server.process().out().find("shutdown: complete") == std::string::npos);
+  server.process().kill();
+}
+
+TEST_CASE("020 shutdown-thread stops taking traffic first: no, health never says NOT_SERVING") {
+  require_never_announced(under_load("020"));
+}
+
+// ------------------------------------------------------------------ 030
+
+TEST_CASE("030 shutdown-deadline handles SIGTERM: exit 0 once the RPCs in flight are done") {
+  require_handles_sigterm(under_load("030"), *stage("030").budget + teardown_slack());
+}
+
+TEST_CASE("030 shutdown-deadline no lost work: RPCs running at SIGTERM complete and are persisted") {
+  require_no_lost_work(under_load("030"));
+}
+
+TEST_CASE("030 shutdown-deadline no errors to clients: no, RPCs sent just after SIGTERM get UNAVAILABLE unannounced") {
+  StopReport r = under_load("030");
+  INFO(render(r));
+  REQUIRE(r.failed() > 0);
+  REQUIRE(r.failed_by_code().count("UNAVAILABLE") == 1);
+  REQUIRE_FALSE(r.not_serving_after);
+}
+
+TEST_CASE("030 shutdown-deadline bounded: an open stream is cut off at the deadline and reported, exit 1") {
+  StopReport r = open_stream("030");
+  INFO(render(r));
+  REQUIRE(r.exit);
+  REQUIRE(r.exit->exited);
+  REQUIRE(r.exit->code == 1);  // bounded, but not everything finished: say so
+  REQUIRE(*r.shutdown_time >= milliseconds(1000));
+  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage("030").budget + teardown_slack()));
+  REQUIRE(r.server_err.find("abandoned: stream id=stream-1") != std::string::npos);
+  REQUIRE(r.stream_status.at(0).error_code() == grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_CASE("030 shutdown-deadline bounded: a second SIGTERM forces exit 1 at once") {
+  testkit::RedisServer redis;
+  const Stage& s = stage("030");
+  Server server(bin(s), redis.address(), {"--shutdown-timeout-ms", "60000"});
+  auto channel = channel_to({server.target()});
+  TickStream stream(channel, "stream-1");
+  server.process().expect_line("stream: opened", milliseconds(5000));
+  server.process().send_signal(SIGTERM);
+  server.process().expect_line("shutdown: SIGTERM received", milliseconds(5000));
+  auto second = server.process().send_signal(SIGTERM);
+  auto status = server.process().expect_exit(milliseconds(2000));
+  REQUIRE(status.exited);
+  REQUIRE(status.code == 1);
+  REQUIRE(server.process().exit_time() - second < testkit::scaled(milliseconds(1000)));
+  REQUIRE(server.process().err().find("second signal, forcing exit") != std::string::npos);
+}
+
+TEST_CASE("030 shutdown-deadline stops taking traffic first: no, health never says NOT_SERVING") {
+  require_never_announced(under_load("030"));
+}
+
+// ------------------------------------------------------------------ 040
+
+TEST_CASE("040 health-drain handles SIGTERM: exit 0 within its budget, drain included") {
+  require_handles_sigterm(under_load("040"), *stage("040").budget + teardown_slack());
+}
+
+TEST_CASE("040 health-drain no lost work: RPCs running at SIGTERM complete and are persisted") {
+  require_no_lost_work(under_load("040"));
+}
+
+TEST_CASE("040 health-drain no errors to clients: a health-aware client sees no failed RPC") {
+  StopReport r = under_load("040");
+  INFO(render(r));
+  REQUIRE(r.failed() == 0);
+  REQUIRE(r.ok() == static_cast<int>(r.load.rpcs.size()));
+  REQUIRE(r.load.not_sent > 0);  // it held the rest back because it was told
+}
+
+TEST_CASE("040 health-drain no errors to clients: round-robin with health checks and retries over two servers, each restarted, 0 failed") {
+  testkit::RedisServer redis;
+  const Stage& s = stage("040");
+  LoadOptions load;
+  load.rpcs = 100'000;  // an upper bound: the load stops when the restarts are done
+  load.rate = 200;
+  load.work_ms = 20;
+  load.id_prefix = "roll";
+  RollingReport r = run_rolling_restart(bin(s), redis, s.args, load);
+  std::string failures;
+  for (auto& [code, e] : r.failed_by_code()) failures += code + " x" + std::to_string(e.first) + ": " + e.second + "\n";
+  INFO(failures);
+  REQUIRE(r.exits.size() == 2);
+  for (auto& e : r.exits) CHECK(e.ok());
+  REQUIRE(r.load.rpcs.size() >= 100);  // two drains of 300 ms at 200/s
+  REQUIRE(r.ok() == static_cast<int>(r.load.rpcs.size()));
+  REQUIRE(r.lost().empty());
+  REQUIRE(r.server_pids.size() >= 3);  // old and restarted servers both answered
+}
+
+TEST_CASE("040 health-drain bounded: an open stream is cut off at the deadline and reported, exit 1") {
+  StopReport r = open_stream("040");
+  INFO(render(r));
+  REQUIRE(r.exit);
+  REQUIRE(r.exit->exited);
+  REQUIRE(r.exit->code == 1);
+  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage("040").budget + teardown_slack()));
+  REQUIRE(r.server_err.find("abandoned: stream id=stream-1") != std::string::npos);
+}
+
+TEST_CASE("040 health-drain bounded: a second SIGTERM during the drain forces exit 1 at once") {
+  testkit::RedisServer redis;
+  Server server(bin(stage("040")), redis.address(), {"--shutdown-timeout-ms", "60000", "--drain-ms", "30000"});
+  server.process().send_signal(SIGTERM);
+  server.process().expect_line("health NOT_SERVING", milliseconds(5000));
+  auto second = server.process().send_signal(SIGINT);
+  auto status = server.process().expect_exit(milliseconds(2000));
+  REQUIRE(status.exited);
+  REQUIRE(status.code == 1);
+  REQUIRE(server.process().exit_time() - second < testkit::scaled(milliseconds(1000)));
+}
+
+TEST_CASE("040 health-drain stops taking traffic first: NOT_SERVING at once, RPCs still served during the drain") {
+  StopReport r = under_load("040");
+  INFO(render(r));
+  REQUIRE(r.not_serving_after);
+  REQUIRE(*r.not_serving_after <= testkit::scaled(milliseconds(200)));
+
+  // And directly: after the announcement a late RPC is still answered OK.
+  testkit::RedisServer redis;
+  Server server(bin(stage("040")), redis.address(), {"--shutdown-timeout-ms", "5000", "--drain-ms", "2000"});
+  auto channel = channel_to({server.target()});
+  REQUIRE(health(*channel) == "SERVING");
+  server.process().send_signal(SIGTERM);
+  server.process().expect_line("health NOT_SERVING", milliseconds(5000));
+  REQUIRE(health(*channel) == "NOT_SERVING");
+  RpcResult late = work(*channel, "late-1", 10);
+  INFO(late.message);
+  REQUIRE(late.ok());
+  REQUIRE(redis.client().smembers("work:done").count("late-1") == 1);
+  REQUIRE(server.process().expect_exit(milliseconds(8000)).ok());
+}
