@@ -1,0 +1,385 @@
+// 040-shutdown-deadline: the graceful stop is bounded, and what it abandons
+// is reported by id.
+//
+// Demonstrates: 030 plus --shutdown-timeout-ms. main() waits for the stop
+//   request (a std::stop_source the signal thread triggers), closes the
+//   listener, then waits for in-flight requests and background writes only
+//   until the deadline. Past it, every unfinished request is listed by id on
+//   stderr and the process exits 1: the orchestrator's SIGKILL would lose the
+//   same work, silently. A second SIGTERM/SIGINT forces the same exit at once
+//   (signals within 200 ms of the first are the same request delivered twice,
+//   e.g. to the process group, and are ignored). Writes that fail because
+//   Redis is gone are retried with backoff until they succeed or the deadline
+//   abandons them, never dropped silently.
+// Still wrong: it stops taking traffic abruptly. Readiness never turns 503,
+//   so a load balancer keeps sending requests that are refused the moment the
+//   listener closes; and cpp-httplib 0.11's stop() leaves an idle keep-alive
+//   connection waiting up to its 5 s keep-alive timeout, serving a request
+//   that arrives on it meanwhile, and holding the exit until then.
+// Reproduces: seed 003's optional shutdown timeout (context.WithTimeout,
+//   "timeout, forcing shutdown"), seed 002's kube-apiserver SetupSignalContext
+//   (a second signal exits with status 1), seed 004's forced exit after a wait.
+#include <hiredis/hiredis.h>
+#include <httplib.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <semaphore>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "support/flags.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kIdsKey = "incr:ids";          // SADD: which ids were persisted
+constexpr const char* kCounterKey = "incr:counter";  // INCR: how many writes happened
+constexpr std::size_t kMaxIdBytes = 128;
+// Signals this close to the first one are the same request delivered again
+// (a kill of the whole process group, an init forwarding what the runtime
+// also sent), not an operator insisting.
+constexpr auto kSameRequestWindow = 200ms;
+
+// Why an /incr request is refused, or "" when its id is acceptable.
+std::string bad_id(const httplib::Request& req) {
+  if (!req.has_param("id")) return "missing id";
+  const std::string id = req.get_param_value("id");
+  if (id.empty()) return "empty id";
+  if (id.size() > kMaxIdBytes) return "id longer than 128 bytes";
+  for (unsigned char c : id)
+    if (c < 0x21 || c > 0x7e) return "id must be printable ASCII without spaces";
+  return "";
+}
+
+// One Redis connection shared by every background write, like the seed's
+// redisdb client. A hiredis context is not thread-safe: a mutex serialises
+// the writes (each takes well under a millisecond).
+class Redis {
+ public:
+  Redis(std::string host, int port) : host_(std::move(host)), port_(port) {}
+  ~Redis() { close(); }
+  Redis(const Redis&) = delete;
+  Redis& operator=(const Redis&) = delete;
+
+  // Connects and PINGs: "" or why not.
+  std::string connect() {
+    std::lock_guard lock(mu_);
+    return connect_locked();
+  }
+
+  // SADD the id and INCR the counter in one MULTI/EXEC: "" or why it failed.
+  std::string persist(const std::string& id) {
+    std::lock_guard lock(mu_);
+    if (ctx_ == nullptr || ctx_->err != 0) {
+      if (auto why = connect_locked(); !why.empty()) return why;
+    }
+    redisAppendCommand(ctx_, "MULTI");
+    redisAppendCommand(ctx_, "SADD %s %b", kIdsKey, id.data(), id.size());
+    redisAppendCommand(ctx_, "INCR %s", kCounterKey);
+    redisAppendCommand(ctx_, "EXEC");
+    std::string why;
+    for (int i = 0; i < 4; ++i) {
+      void* raw = nullptr;
+      if (redisGetReply(ctx_, &raw) != REDIS_OK) return ctx_->errstr;  // context unusable now
+      auto* reply = static_cast<redisReply*>(raw);
+      if (reply->type == REDIS_REPLY_ERROR && why.empty()) why = reply->str;
+      if (i == 3 && reply->type != REDIS_REPLY_ARRAY && why.empty()) why = "transaction aborted";
+      freeReplyObject(reply);
+    }
+    return why;
+  }
+
+  void close() {
+    std::lock_guard lock(mu_);
+    if (ctx_ != nullptr) redisFree(ctx_);
+    ctx_ = nullptr;
+  }
+
+ private:
+  std::string connect_locked() {
+    if (ctx_ != nullptr) redisFree(ctx_);
+    ctx_ = redisConnectWithTimeout(host_.c_str(), port_, timeval{1, 0});
+    if (ctx_ == nullptr) return "out of memory";
+    if (ctx_->err != 0) return ctx_->errstr;
+    redisSetTimeout(ctx_, timeval{2, 0});  // a stalled Redis fails a write instead of hanging it
+    auto* reply = static_cast<redisReply*>(redisCommand(ctx_, "PING"));
+    if (reply == nullptr) return ctx_->errstr;
+    std::string why = reply->type == REDIS_REPLY_ERROR ? reply->str : "";
+    freeReplyObject(reply);
+    return why;
+  }
+
+  std::string host_;
+  int port_;
+  std::mutex mu_;
+  redisContext* ctx_ = nullptr;
+};
+
+// docs:begin tracker
+// A WaitGroup that knows what it waits for, and how far each item got, so
+// that whatever the deadline abandons can be reported by id.
+class Tracker {
+ public:
+  std::uint64_t add(const std::string& id) {
+    std::lock_guard lock(mu_);
+    pending_.emplace(++next_, Item{id, "handling the request"});
+    return next_;
+  }
+  void set_phase(std::uint64_t token, std::string phase) {
+    std::lock_guard lock(mu_);
+    if (auto it = pending_.find(token); it != pending_.end()) it->second.phase = std::move(phase);
+  }
+  void done(std::uint64_t token) {
+    std::lock_guard lock(mu_);
+    pending_.erase(token);
+    if (pending_.empty()) idle_.notify_all();
+  }
+  std::size_t size() {
+    std::lock_guard lock(mu_);
+    return pending_.size();
+  }
+  // True when everything finished before the deadline.
+  bool wait_until(Clock::time_point deadline) {
+    std::unique_lock lock(mu_);
+    return idle_.wait_until(lock, deadline, [this] { return pending_.empty(); });
+  }
+  // What is still pending: "id=... (phase)" lines in the order accepted.
+  std::vector<std::string> pending() {
+    std::lock_guard lock(mu_);
+    std::vector<std::string> out;
+    for (const auto& [token, item] : pending_) out.push_back("id=" + item.id + " (" + item.phase + ")");
+    return out;
+  }
+
+ private:
+  struct Item {
+    std::string id;
+    std::string phase;
+  };
+  std::mutex mu_;
+  std::condition_variable idle_;
+  std::map<std::uint64_t, Item> pending_;  // token -> what and how far
+  std::uint64_t next_ = 0;
+};
+// docs:end tracker
+
+// Everything a background write uses. Held by shared_ptr: a detached write
+// thread may outlive main().
+struct State {
+  State(std::string host, int port, std::ptrdiff_t max_pending)
+      : redis(std::move(host), port), slots(max_pending) {}
+  Redis redis;
+  // At most --max-pending background writes at a time. A thread per request
+  // is the seed's goroutine per request; unbounded, a load test that outruns
+  // Redis piles up tens of thousands of threads. A full house makes the
+  // handler wait: the client sees a slower 200, never a lie.
+  std::counting_semaphore<> slots;
+  Tracker tracker;
+  std::stop_source stop;  // "please stop": requested by the signal thread, awaited by main()
+  std::chrono::milliseconds work{};
+  bool trace = false;
+};
+
+// docs:begin background-write
+// The seed's processRequest, with retries: a write that fails (Redis
+// restarting, unreachable) is retried with backoff until it succeeds or the
+// shutdown deadline abandons it and reports its id. Never dropped silently.
+void background_write(std::shared_ptr<State> state, std::string id, std::uint64_t token) {
+  state->tracker.set_phase(token, "waiting --work-ms before writing");
+  std::this_thread::sleep_for(state->work);
+  auto backoff = 50ms;
+  for (int attempt = 1;; ++attempt) {
+    state->tracker.set_phase(token, "writing, attempt " + std::to_string(attempt));
+    const auto why = state->redis.persist(id);
+    if (why.empty()) break;
+    state->tracker.set_phase(token, "write failed " + std::to_string(attempt) + " times: " + why);
+    std::fprintf(stderr, "write: id=%s failed (%s), retrying in %lld ms\n", id.c_str(), why.c_str(),
+                 static_cast<long long>(backoff.count()));
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+  if (state->trace) std::printf("write: id=%s persisted\n", id.c_str());
+  state->slots.release();
+  state->tracker.done(token);  // last: after this, main() may close Redis
+}
+// docs:end background-write
+
+// docs:begin abandon
+// The deadline has passed (or a second signal came): list what is given up,
+// by id, and exit 1 without running destructors, which could wait for the
+// very threads that are stuck.
+[[noreturn]] void abandon(State& state, const std::string& why) {
+  const auto pending = state.tracker.pending();
+  std::printf("shutdown: %s, forcing exit with %zu requests unfinished\n", why.c_str(), pending.size());
+  for (const auto& item : pending) std::fprintf(stderr, "abandoned: %s\n", item.c_str());
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+// docs:end abandon
+
+// docs:begin signal-thread
+// Taken by sigwaitinfo() on the signal thread, never by a handler. SIGUSR1
+// only wakes that thread when main() is done.
+sigset_t handled_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&set, sig);
+  return set;
+}
+
+// The first SIGTERM/SIGINT requests the stop; main() does the stopping. A
+// later one (past the same-request window) forces the exit.
+void signal_loop(std::stop_token finished, std::shared_ptr<State> state) {
+  const sigset_t set = handled_signals();
+  Clock::time_point first{};
+  while (!finished.stop_requested()) {
+    siginfo_t info{};
+    const int sig = sigwaitinfo(&set, &info);
+    if (sig < 0 || sig == SIGUSR1) continue;  // EINTR, or main() waking us to finish
+    if (state->stop.request_stop()) {
+      first = Clock::now();
+      std::printf("shutdown: SIG%s from pid %d, stopping (send it again to force the exit)\n", sigabbrev_np(sig),
+                  info.si_pid);
+    } else if (Clock::now() - first < kSameRequestWindow) {
+      std::printf("shutdown: SIG%s again within %lld ms: the same request, ignored\n", sigabbrev_np(sig),
+                  static_cast<long long>(kSameRequestWindow.count()));
+    } else {
+      abandon(*state, std::string("second SIG") + sigabbrev_np(sig));
+    }
+  }
+}
+// docs:end signal-thread
+
+// SO_REUSEADDR only: the library's default also sets SO_REUSEPORT, which
+// would let a second instance share the port silently instead of failing.
+void reuse_address_only(socket_t sock) {
+  int yes = 1;
+  ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  support::Flags flags(argc, argv,
+                       "usage: 040-shutdown-deadline [--port N] [--redis HOST:PORT] [--work-ms MS] "
+                       "[--handler-ms MS] [--threads N] [--max-pending N] [--trace] [--shutdown-timeout-ms MS]");
+  const int port = flags.port("--port", 8080);
+  const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
+  const auto work = flags.millis("--work-ms", 5000, 0, 3'600'000);
+  const auto handler_time = flags.millis("--handler-ms", 0, 0, 3'600'000);
+  const auto threads = flags.integer("--threads", 16, 1, 1024);
+  const auto max_pending = static_cast<std::ptrdiff_t>(flags.integer("--max-pending", 256, 1, 100'000));
+  const bool trace = flags.present("--trace");
+  const auto shutdown_timeout = flags.millis("--shutdown-timeout-ms", 10'000, 1, 3'600'000);
+  flags.done();
+
+  ::signal(SIGPIPE, SIG_IGN);  // a client gone mid-response must not kill us
+  // docs:begin block
+  // Block before any thread exists: every thread inherits the mask, so the
+  // signals wait for sigwaitinfo() on the signal thread.
+  const sigset_t set = handled_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // docs:end block
+
+  auto state = std::make_shared<State>(redis_host, redis_port, max_pending);
+  state->work = work;
+  state->trace = trace;
+  if (auto why = state->redis.connect(); !why.empty()) {
+    std::fprintf(stderr, "error: --redis: cannot reach Redis at %s:%d: %s\n", redis_host.c_str(), redis_port,
+                 why.c_str());
+    return 1;
+  }
+
+  httplib::Server svr;
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  svr.set_socket_options(reuse_address_only);
+  // Headers and body leave in two writes: without TCP_NODELAY, Nagle's
+  // algorithm and the client's delayed ACK add 40 ms to keep-alive responses.
+  svr.set_tcp_nodelay(true);
+
+  // docs:begin incr
+  auto incr = [state, handler_time](const httplib::Request& req, httplib::Response& res) {
+    if (auto why = bad_id(req); !why.empty()) {
+      res.status = 400;
+      res.set_content(why + "\n", "text/plain");
+      return;
+    }
+    std::string id = req.get_param_value("id");
+    const auto token = state->tracker.add(id);  // wg.Add(1), before anything can fail or answer
+    if (state->trace) std::printf("incr: id=%s started\n", id.c_str());
+    std::this_thread::sleep_for(handler_time);  // request processing (0 unless a test asks)
+    state->slots.acquire();  // waits while --max-pending writes are in flight
+    try {
+      std::thread(background_write, state, id, token).detach();
+    } catch (...) {
+      state->slots.release();
+      state->tracker.done(token);  // no thread, no write: the client gets a 500
+      throw;
+    }
+    res.set_content("ok id=" + id + "\n", "text/plain");
+  };
+  // docs:end incr
+  svr.Get("/incr", incr);
+  svr.Post("/incr", incr);
+  svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+  svr.Get("/readyz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ready\n", "text/plain"); });
+
+  const int bound = port == 0 ? svr.bind_to_any_port("127.0.0.1") : (svr.bind_to_port("127.0.0.1", port) ? port : -1);
+  if (bound < 0) {
+    std::fprintf(stderr, "error: --port: cannot listen on 127.0.0.1:%d (address in use?)\n", port);
+    return 1;
+  }
+  std::jthread signals(signal_loop, state);
+  auto listening = std::async(std::launch::async, [&svr] { return svr.listen_after_bind(); });
+  while (!svr.is_running()) {  // stop() is a no-op until the server runs
+    if (listening.wait_for(1ms) == std::future_status::ready) {
+      std::fprintf(stderr, "error: the HTTP server failed to start\n");
+      std::_Exit(1);
+    }
+  }
+  std::printf("ready port=%d pid=%d\n", bound, ::getpid());
+
+  // docs:begin shutdown
+  {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    cv.wait(lock, state->stop.get_token(), [] { return false; });  // until the signal thread asks
+  }
+  const auto signalled = Clock::now();
+  const auto deadline = signalled + shutdown_timeout;
+  svr.stop();
+  std::printf("shutdown: listener closed, waiting up to %lld ms for %zu requests\n",
+              static_cast<long long>(shutdown_timeout.count()), state->tracker.size());
+  // In-flight requests first (listen_after_bind() returns once they are
+  // answered), then background writes: both against the same deadline.
+  if (listening.wait_until(deadline) != std::future_status::ready || !state->tracker.wait_until(deadline))
+    abandon(*state, "deadline of " + std::to_string(shutdown_timeout.count()) + " ms exceeded");
+  state->redis.close();  // last: nothing writes any more
+  std::printf("shutdown: redis connection closed\n");
+  const auto stopped = Clock::now();
+  // docs:end shutdown
+  std::printf("shutdown: complete in %lld ms\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(stopped - signalled).count()));
+  signals.request_stop();
+  pthread_kill(signals.native_handle(), SIGUSR1);  // wake sigwaitinfo(); the jthread joins it
+  return 0;
+}

@@ -1,0 +1,179 @@
+// Faults and bad input: invalid ids, invalid flags, a port in use, Redis
+// unreachable at start or lost while running.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <set>
+#include <thread>
+
+#include "scenarios.hpp"
+#include "testkit/net.hpp"
+
+using namespace ch02;
+using namespace std::chrono_literals;
+using testkit::scaled;
+
+namespace {
+
+// Polls stderr (Process::expect_line watches stdout only).
+bool wait_stderr(testkit::Process& p, const std::string& needle, milliseconds timeout) {
+  for (auto deadline = testkit::Clock::now() + scaled(timeout); testkit::Clock::now() < deadline;) {
+    if (p.err().find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+// Runs a program that must reject its flags: exit 2, one stderr line naming the flag.
+void expect_flag_error(std::vector<std::string> argv, const std::string& flag) {
+  testkit::Process p(argv);
+  auto st = p.expect_exit(10s);
+  INFO(p.transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 2);
+  const std::string err = p.err();
+  CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+  CHECK_THAT(err, Catch::StartsWith("error: " + flag + ":"));
+}
+
+}  // namespace
+
+TEST_CASE("every stage answers /incr with a missing, empty, over-long or non-printable id with 400 and writes nothing") {
+  auto name = GENERATE(from_range(kStages));
+  INFO(name);
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", "0", "--trace"});
+  const std::string long_id(129, 'x');
+  for (const std::string& path : std::vector<std::string>{"/incr", "/incr?id=", "/incr?id=" + long_id, "/incr?id=a%01b", "/incr?id=a%20b",
+                                 "/incr?id=%C3%A9", "/incr?other=1"}) {
+    INFO(path);
+    auto h = get(r.port, path);
+    CHECK(h.status == 400);
+    CHECK_FALSE(h.body.empty());
+  }
+  CHECK(get(r.port, "/incr?id=" + std::string(128, 'y')).ok());  // 128 bytes is still fine
+  r.process->expect_line("write: id=yyyy", 5s);                   // the valid write has landed
+  CHECK(redis.client().smembers("incr:ids") == std::set<std::string>{std::string(128, 'y')});
+  CHECK(redis.client().command({"GET", "incr:counter"}) == "1");
+}
+
+TEST_CASE("every stage rejects invalid flags with exit 2 and one line naming the flag") {
+  auto name = GENERATE(from_range(kStages));
+  INFO(name);
+  const std::string bin = stage(name);
+  expect_flag_error({bin, "--port", "abc"}, "--port");
+  expect_flag_error({bin, "--port", "-1"}, "--port");
+  expect_flag_error({bin, "--port", "65536"}, "--port");
+  expect_flag_error({bin, "--work-ms", "-5"}, "--work-ms");
+  expect_flag_error({bin, "--work-ms", "99999999999999999999999"}, "--work-ms");
+  expect_flag_error({bin, "--handler-ms", "1.5"}, "--handler-ms");
+  expect_flag_error({bin, "--redis", "localhost"}, "--redis");
+  expect_flag_error({bin, "--redis", "127.0.0.1:0"}, "--redis");
+  expect_flag_error({bin, "--redis", "127.0.0.1:http"}, "--redis");
+  expect_flag_error({bin, "--threads", "0"}, "--threads");
+  expect_flag_error({bin, "--max-pending", "0"}, "--max-pending");
+  expect_flag_error({bin, "--no-such-flag", "1"}, "--no-such-flag");
+  if (has_deadline(name)) {
+    expect_flag_error({bin, "--shutdown-timeout-ms", "0"}, "--shutdown-timeout-ms");
+    expect_flag_error({bin, "--shutdown-timeout-ms", "-100"}, "--shutdown-timeout-ms");
+    expect_flag_error({bin, "--shutdown-timeout-ms", "86400000000"}, "--shutdown-timeout-ms");
+  } else {
+    expect_flag_error({bin, "--shutdown-timeout-ms", "100"}, "--shutdown-timeout-ms");  // not a flag of this stage
+  }
+  if (drains_first(name)) {
+    expect_flag_error({bin, "--drain-delay-ms", "-1"}, "--drain-delay-ms");
+    expect_flag_error({bin, "--drain-delay-ms", "5000", "--shutdown-timeout-ms", "5000"}, "--drain-delay-ms");
+  }
+}
+
+TEST_CASE("every stage exits 1 with a clear message when its port is in use") {
+  auto name = GENERATE(from_range(kStages));
+  INFO(name);
+  testkit::RedisServer redis;
+  // Hold a port with a plain listening socket.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(fd, 1) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  const std::string port = std::to_string(ntohs(a.sin_port));
+  testkit::Process p({stage(name), "--port", port, "--redis", redis.address()});
+  auto st = p.expect_exit(10s);
+  ::close(fd);
+  INFO(p.transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 1);
+  CHECK_THAT(p.err(), Catch::Contains("--port: cannot listen on 127.0.0.1:" + port));
+  CHECK(p.out().find("ready") == std::string::npos);
+}
+
+TEST_CASE("every stage exits 1 within 2 s with a clear message when Redis is unreachable at start") {
+  auto name = GENERATE(from_range(kStages));
+  INFO(name);
+  const int nothing = testkit::free_port();
+  testkit::Process p({stage(name), "--port", "0", "--redis", "127.0.0.1:" + std::to_string(nothing)});
+  const auto t0 = testkit::Clock::now();
+  auto st = p.expect_exit(10s);
+  INFO(p.transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 1);
+  CHECK(p.exit_time() - t0 < scaled(2000ms));
+  CHECK_THAT(p.err(), Catch::Contains("--redis: cannot reach Redis at 127.0.0.1:" + std::to_string(nothing)));
+  CHECK(p.out().find("ready") == std::string::npos);
+}
+
+TEST_CASE("030 track: a write that fails because Redis is gone is reported by id on stderr, not dropped silently") {
+  testkit::RedisServer redis;
+  auto r = start("030-track-background-work", redis, {"--work-ms", std::to_string(scaled(500ms).count())});
+  REQUIRE(get(r.port, "/incr?id=gone1").ok());
+  redis.stop();
+  CHECK(wait_stderr(*r.process, "write: id=gone1 failed", 10s));
+  r.process->send_signal(SIGTERM);
+  CHECK(r.process->expect_exit(10s).ok());
+}
+
+TEST_CASE("040 and 050: writes fail while Redis restarts, are retried with backoff, and all land once it is back") {
+  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+  INFO(name);
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", std::to_string(scaled(300ms).count()), "--shutdown-timeout-ms", "30000"});
+  std::set<std::string> acked;
+  for (const char* id : {"f1", "f2", "f3"})
+    if (get(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
+  REQUIRE(acked.size() == 3);
+  redis.stop();  // an outage while the writes are pending
+  REQUIRE(wait_stderr(*r.process, "write: id=f1 failed", 10s));
+  CHECK_THAT(r.process->err(), Catch::Contains("retrying in"));
+  redis.start();  // back, empty: every write must be redone
+  r.process->send_signal(SIGTERM);
+  auto st = r.process->expect_exit(20s);
+  INFO(r.process->transcript());
+  CHECK(st.ok());
+  CHECK(redis.client().smembers("incr:ids") == acked);
+}
+
+TEST_CASE("040 and 050: writes Redis never takes are reported by id at the deadline, exit 1") {
+  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+  INFO(name);
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", "0", "--shutdown-timeout-ms", std::to_string(scaled(1500ms).count())});
+  redis.stop();
+  std::set<std::string> acked;
+  for (const char* id : {"down1", "down2"})
+    if (get(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
+  REQUIRE(acked.size() == 2);
+  REQUIRE(wait_stderr(*r.process, "write: id=down2 failed", 10s));
+  r.process->send_signal(SIGTERM);
+  auto st = r.process->expect_exit(20s);
+  INFO(r.process->transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 1);
+  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=down1 (writ"));
+  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=down2 (writ"));
+}

@@ -1,0 +1,124 @@
+// The scenarios of chapter 02, shared by the tests (which assert on them)
+// and the tour (which prints them), so both show the same measurements.
+//
+// Every scenario starts its own redis-server and stage, waits for the ready
+// line, sends real HTTP traffic and delivers SIGTERM at a moment where the
+// work is known to be pending (a 200 received, or a "started" line printed
+// by the handler), then waits for the exit with a bound.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "load/load.hpp"
+#include "testkit/process.hpp"
+#include "testkit/redis.hpp"
+
+namespace ch02 {
+
+using testkit::milliseconds;
+
+std::string stage(const std::string& name);    // path of a binary of this chapter
+extern const std::vector<std::string> kStages;  // 010 .. 050
+bool has_deadline(const std::string& name);     // 040, 050: --shutdown-timeout-ms
+bool drains_first(const std::string& name);     // 050: --drain-delay-ms
+
+// A stage running against a Redis server, ready to take requests.
+struct Running {
+  std::unique_ptr<testkit::Process> process;
+  int port = 0;
+};
+// Starts `name` with --port 0 --redis <redis> plus `extra` and waits for its
+// ready line. 050 gets --drain-delay-ms 200 unless `extra` sets it.
+Running start(const std::string& name, const testkit::RedisServer& redis, std::vector<std::string> extra = {});
+
+// One HTTP exchange as a client saw it.
+struct Http {
+  int status = 0;          // 0: no response
+  std::string error;       // "refused", "reset", "timeout", ... when no response
+  std::string connection;  // the Connection header of the response
+  std::string body;
+  bool ok() const { return status == 200; }
+  std::string str() const;  // "200", "503", "refused", ...
+};
+// GET on a fresh connection.
+Http get(int port, const std::string& path, milliseconds timeout = milliseconds(5000));
+
+// A client that keeps its connection open between requests.
+class KeepAlive {
+ public:
+  explicit KeepAlive(int port);
+  ~KeepAlive();
+  KeepAlive(const KeepAlive&) = delete;
+  KeepAlive& operator=(const KeepAlive&) = delete;
+  Http get(const std::string& path);
+  void close();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// How a stop went, as every scenario reports it.
+struct Stop {
+  std::optional<testkit::ExitStatus> status;  // nullopt: still running at the bound (then SIGKILLed)
+  long long stop_ms = -1;                     // SIGTERM -> exit
+  std::string transcript;                     // command, status, stdout, stderr
+  bool exited_ok() const { return status && status->ok(); }
+  std::string str() const;  // "exit 0", "killed by SIGTERM", "still running"
+};
+
+// A: requests are acknowledged, then SIGTERM while their background writes
+// are pending (--work-ms 1000, scaled); a few more requests follow the
+// signal. The load checker's report says what was acknowledged and lost.
+struct PendingWrites {
+  load::Report report;
+  Stop stop;
+  int acked_before_signal = 0;
+};
+PendingWrites sigterm_with_pending_writes(const std::string& name);
+
+// B: SIGTERM while a request is inside its handler (--handler-ms 800,
+// scaled): does that client get its response?
+struct InFlight {
+  Http response;
+  Stop stop;
+};
+InFlight sigterm_with_request_in_flight(const std::string& name);
+
+// C: a keep-alive client made a request before SIGTERM. After the signal,
+// /readyz is polled on fresh connections until they are refused; once the
+// stage says its listener is closed, the idle keep-alive connection is used
+// again; then the client closes it.
+struct TrafficFirst {
+  bool readiness_503 = false;         // /readyz said 503 while requests were still answered
+  bool served_while_draining = false; // an /incr sent after SIGTERM was answered 200
+  Http keep_alive_after_close;        // the idle keep-alive connection after the listener closed
+  Stop stop;
+  bool right() const { return readiness_503 && served_while_draining && !keep_alive_after_close.ok(); }
+};
+TrafficFirst stop_taking_traffic(const std::string& name);
+
+// D: a handler that never finishes (--handler-ms 60000). SIGTERM, and if the
+// stage is still running at the bound, a second SIGTERM. 040/050 run with
+// --shutdown-timeout-ms 1000 (scaled).
+struct Stuck {
+  Stop stop;
+  long long deadline_ms = 0;           // the configured deadline (040/050)
+  bool second_signal_sent = false;
+  bool abandoned_reported = false;     // stderr names the stuck id
+};
+Stuck sigterm_with_stuck_handler(const std::string& name);
+
+// An idle keep-alive connection open at SIGTERM and never closed by the
+// client: how long until the stage exits.
+struct IdleKeepAlive {
+  Stop stop;
+  long long idle_ms = -1;  // from the connection's last response to the exit
+};
+IdleKeepAlive sigterm_with_idle_keep_alive(const std::string& name);
+
+}  // namespace ch02

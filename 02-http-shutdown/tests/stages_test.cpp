@@ -1,0 +1,312 @@
+// One test per stage and property of the chapter's stage table (README.md),
+// including every property a stage gets wrong.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <set>
+
+#include "scenarios.hpp"
+
+using namespace ch02;
+using namespace std::chrono_literals;
+using testkit::scaled;
+
+namespace {
+
+long long bound_ms(long long base) { return scaled(milliseconds(base)).count(); }
+
+// Ids acknowledged before the signal: r00 .. r14 (see scenario A).
+std::vector<std::string> acked_before_signal(const PendingWrites& o) {
+  return {o.report.acked_ids.begin(), o.report.acked_ids.begin() + std::min<std::size_t>(15, o.report.acked_ids.size())};
+}
+
+}  // namespace
+
+// --- handles SIGTERM ---------------------------------------------------------
+
+TEST_CASE("010 naive: SIGTERM kills it (no exit status of its own)") {
+  auto o = sigterm_with_pending_writes("010-naive-exit");
+  INFO(o.stop.transcript);
+  REQUIRE(o.stop.status);
+  CHECK(o.stop.status->killed_by(SIGTERM));
+}
+
+TEST_CASE("020 stop-on-signal: SIGTERM stops the server and it exits 0") {
+  auto o = sigterm_with_pending_writes("020-stop-on-signal");
+  INFO(o.stop.transcript);
+  CHECK(o.stop.exited_ok());
+  CHECK(o.stop.stop_ms < bound_ms(3000));
+}
+
+TEST_CASE("030 track: SIGTERM stops it and it exits 0 once the pending writes are done") {
+  auto o = sigterm_with_pending_writes("030-track-background-work");
+  INFO(o.stop.transcript);
+  CHECK(o.stop.exited_ok());
+  CHECK(o.stop.stop_ms < bound_ms(4000));
+}
+
+TEST_CASE("040 deadline: SIGTERM stops it and it exits 0 within its deadline") {
+  auto o = sigterm_with_pending_writes("040-shutdown-deadline");
+  INFO(o.stop.transcript);
+  CHECK(o.stop.exited_ok());
+  CHECK(o.stop.stop_ms < bound_ms(4000));
+}
+
+TEST_CASE("050 drain-first: SIGTERM stops it and it exits 0 after the drain delay and the pending writes") {
+  auto o = sigterm_with_pending_writes("050-drain-first");
+  INFO(o.stop.transcript);
+  CHECK(o.stop.exited_ok());
+  CHECK(o.stop.stop_ms < bound_ms(4000));
+  CHECK_THAT(o.stop.transcript, Catch::Contains("shutdown: complete"));
+}
+
+// --- no lost work --------------------------------------------------------------
+
+TEST_CASE("010 naive: writes acknowledged before SIGTERM are lost, by id") {
+  auto o = sigterm_with_pending_writes("010-naive-exit");
+  INFO(o.stop.transcript << o.report.render({}));
+  REQUIRE(o.acked_before_signal == 15);
+  for (const auto& id : acked_before_signal(o)) {
+    INFO(id);
+    CHECK(std::find(o.report.lost_ids.begin(), o.report.lost_ids.end(), id) != o.report.lost_ids.end());
+  }
+}
+
+TEST_CASE("020 stop-on-signal: background writes acknowledged before SIGTERM are lost, with exit 0") {
+  auto o = sigterm_with_pending_writes("020-stop-on-signal");
+  INFO(o.stop.transcript << o.report.render({}));
+  REQUIRE(o.acked_before_signal == 15);
+  CHECK(o.stop.exited_ok());  // and yet:
+  for (const auto& id : acked_before_signal(o)) {
+    INFO(id);
+    CHECK(std::find(o.report.lost_ids.begin(), o.report.lost_ids.end(), id) != o.report.lost_ids.end());
+  }
+}
+
+TEST_CASE("030 track: every write acknowledged before SIGTERM is persisted") {
+  auto o = sigterm_with_pending_writes("030-track-background-work");
+  INFO(o.stop.transcript << o.report.render({}));
+  REQUIRE(o.acked_before_signal == 15);
+  CHECK(o.report.lost == 0);
+  CHECK(o.report.persisted == o.report.acknowledged);
+  CHECK(o.report.duplicated == 0);
+}
+
+TEST_CASE("040 deadline: every write acknowledged before SIGTERM is persisted") {
+  auto o = sigterm_with_pending_writes("040-shutdown-deadline");
+  INFO(o.stop.transcript << o.report.render({}));
+  REQUIRE(o.acked_before_signal == 15);
+  CHECK(o.report.lost == 0);
+  CHECK(o.report.persisted == o.report.acknowledged);
+}
+
+TEST_CASE("050 drain-first: every write acknowledged, before SIGTERM or while draining, is persisted") {
+  auto o = sigterm_with_pending_writes("050-drain-first");
+  INFO(o.stop.transcript << o.report.render({}));
+  REQUIRE(o.acked_before_signal == 15);
+  CHECK(o.report.lost == 0);
+  CHECK(o.report.acknowledged == 20);  // the 5 sent after SIGTERM were served by the drain
+  CHECK(o.report.persisted == 20);
+}
+
+// --- no errors to clients ------------------------------------------------------
+
+TEST_CASE("010 naive: a request inside its handler at SIGTERM gets no response (reset)") {
+  auto o = sigterm_with_request_in_flight("010-naive-exit");
+  INFO(o.stop.transcript);
+  CHECK(o.response.status == 0);
+  CHECK(o.response.error == "reset");
+}
+
+TEST_CASE("020 stop-on-signal: a request inside its handler at SIGTERM gets its 200") {
+  auto o = sigterm_with_request_in_flight("020-stop-on-signal");
+  INFO(o.stop.transcript);
+  CHECK(o.response.str() == "200");
+  CHECK(o.stop.exited_ok());
+}
+
+TEST_CASE("030 track: a request inside its handler at SIGTERM gets its 200") {
+  auto o = sigterm_with_request_in_flight("030-track-background-work");
+  INFO(o.stop.transcript);
+  CHECK(o.response.str() == "200");
+  CHECK(o.stop.exited_ok());
+}
+
+TEST_CASE("040 deadline: a request inside its handler at SIGTERM gets its 200") {
+  auto o = sigterm_with_request_in_flight("040-shutdown-deadline");
+  INFO(o.stop.transcript);
+  CHECK(o.response.str() == "200");
+  CHECK(o.stop.exited_ok());
+}
+
+TEST_CASE("050 drain-first: a request inside its handler at SIGTERM gets its 200") {
+  auto o = sigterm_with_request_in_flight("050-drain-first");
+  INFO(o.stop.transcript);
+  CHECK(o.response.str() == "200");
+  CHECK(o.stop.exited_ok());
+}
+
+// --- bounded -------------------------------------------------------------------
+
+TEST_CASE("010 naive: bounded only because SIGTERM kills it at once, stuck handler and all") {
+  auto o = sigterm_with_stuck_handler("010-naive-exit");
+  INFO(o.stop.transcript);
+  REQUIRE(o.stop.status);
+  CHECK(o.stop.status->killed_by(SIGTERM));
+  CHECK_FALSE(o.second_signal_sent);
+}
+
+TEST_CASE("020 stop-on-signal: a handler that never returns keeps it running, and a second SIGTERM is ignored") {
+  auto o = sigterm_with_stuck_handler("020-stop-on-signal");
+  INFO(o.stop.transcript);
+  CHECK(o.second_signal_sent);
+  CHECK_FALSE(o.stop.status);  // still running after both signals: SIGKILLed by the test
+}
+
+TEST_CASE("030 track: a handler that never returns keeps it running, and a second SIGTERM is ignored") {
+  auto o = sigterm_with_stuck_handler("030-track-background-work");
+  INFO(o.stop.transcript);
+  CHECK(o.second_signal_sent);
+  CHECK_FALSE(o.stop.status);
+}
+
+TEST_CASE("040 deadline: a handler that never returns is abandoned at the deadline, reported by id, exit 1") {
+  auto o = sigterm_with_stuck_handler("040-shutdown-deadline");
+  INFO(o.stop.transcript);
+  REQUIRE(o.stop.status);
+  CHECK_FALSE(o.second_signal_sent);
+  CHECK(o.stop.status->exited);
+  CHECK(o.stop.status->code == 1);
+  CHECK(o.stop.stop_ms >= o.deadline_ms - 50);
+  CHECK(o.stop.stop_ms < o.deadline_ms + bound_ms(1000));
+  CHECK(o.abandoned_reported);
+}
+
+TEST_CASE("050 drain-first: a handler that never returns is abandoned at the deadline, reported by id, exit 1") {
+  auto o = sigterm_with_stuck_handler("050-drain-first");
+  INFO(o.stop.transcript);
+  REQUIRE(o.stop.status);
+  CHECK_FALSE(o.second_signal_sent);
+  CHECK(o.stop.status->code == 1);
+  CHECK(o.stop.stop_ms >= o.deadline_ms - 50);
+  CHECK(o.stop.stop_ms < o.deadline_ms + bound_ms(1000));
+  CHECK(o.abandoned_reported);
+}
+
+// --- stops taking traffic first ------------------------------------------------
+
+TEST_CASE("010 naive: never reports 503 on /readyz, SIGTERM just kills it") {
+  auto o = stop_taking_traffic("010-naive-exit");
+  INFO(o.stop.transcript);
+  CHECK_FALSE(o.readiness_503);
+  CHECK_FALSE(o.right());
+}
+
+TEST_CASE("020 stop-on-signal: no 503 on /readyz before the listener closes, and an idle keep-alive connection is still served after it closed") {
+  auto o = stop_taking_traffic("020-stop-on-signal");
+  INFO(o.stop.transcript);
+  CHECK_FALSE(o.readiness_503);
+  CHECK(o.keep_alive_after_close.str() == "200");
+}
+
+TEST_CASE("030 track: no 503 on /readyz before the listener closes, and an idle keep-alive connection is still served after it closed") {
+  auto o = stop_taking_traffic("030-track-background-work");
+  INFO(o.stop.transcript);
+  CHECK_FALSE(o.readiness_503);
+  CHECK(o.keep_alive_after_close.str() == "200");
+}
+
+TEST_CASE("040 deadline: no 503 on /readyz before the listener closes, and an idle keep-alive connection is still served after it closed") {
+  auto o = stop_taking_traffic("040-shutdown-deadline");
+  INFO(o.stop.transcript);
+  CHECK_FALSE(o.readiness_503);
+  CHECK(o.keep_alive_after_close.str() == "200");
+}
+
+TEST_CASE("050 drain-first: /readyz says 503 while requests are still served, and idle keep-alive connections are closed") {
+  auto o = stop_taking_traffic("050-drain-first");
+  INFO(o.stop.transcript);
+  CHECK(o.readiness_503);
+  CHECK(o.served_while_draining);
+  CHECK_FALSE(o.keep_alive_after_close.ok());
+  CHECK(o.stop.exited_ok());
+}
+
+// --- the keep-alive timeout, shown and fixed -----------------------------------
+
+TEST_CASE("040 deadline: an idle keep-alive connection holds the exit for cpp-httplib's 5 s keep-alive timeout") {
+  auto o = sigterm_with_idle_keep_alive("040-shutdown-deadline");
+  INFO(o.stop.transcript);
+  CHECK(o.stop.exited_ok());
+  // The library's 5 s count from the connection's last response: a lower
+  // bound, which slow machines and sanitizers cannot make shorter.
+  CHECK(o.idle_ms >= 4900);
+}
+
+TEST_CASE("050 drain-first: an idle keep-alive connection is closed at once and the exit is prompt") {
+  auto o = sigterm_with_idle_keep_alive("050-drain-first");
+  INFO(o.stop.transcript);
+  CHECK(o.stop.exited_ok());
+  CHECK(o.stop.stop_ms < bound_ms(1000));
+}
+
+TEST_CASE("050 drain-first: responses sent while draining carry Connection: close") {
+  testkit::RedisServer redis;
+  auto r = start("050-drain-first", redis, {"--work-ms", "0", "--drain-delay-ms", std::to_string(bound_ms(2000))});
+  KeepAlive keep(r.port);
+  CHECK(keep.get("/healthz").connection != "close");
+  r.process->send_signal(SIGTERM);
+  r.process->expect_line("shutdown: readiness 503", 5s);
+  auto ready = keep.get("/readyz");
+  CHECK(ready.status == 503);
+  CHECK(ready.connection == "close");
+  auto incr = get(r.port, "/incr?id=draining");
+  CHECK(incr.status == 200);
+  CHECK(incr.connection == "close");
+  CHECK(r.process->expect_exit(10s).ok());
+  CHECK(redis.client().smembers("incr:ids") == std::set<std::string>{"draining"});
+}
+
+// --- second signal and signal storm ----------------------------------------------
+
+TEST_CASE("040 and 050: a second SIGTERM during the graceful stop forces exit 1 and reports what it abandons") {
+  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+  INFO(name);
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", "0", "--handler-ms", "60000", "--trace", "--shutdown-timeout-ms", "60000"});
+  std::thread client([&] { get(r.port, "/incr?id=stuck", 70s); });
+  r.process->expect_line("incr: id=stuck started", 5s);
+  r.process->send_signal(SIGTERM);
+  r.process->expect_line("send it again to force the exit", 5s);
+  std::this_thread::sleep_for(300ms);  // past the 200 ms in which a repeat counts as the same request
+  const auto t = r.process->send_signal(SIGTERM);
+  auto st = r.process->expect_exit(5s);
+  client.join();
+  INFO(r.process->transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 1);
+  CHECK(std::chrono::duration_cast<milliseconds>(r.process->exit_time() - t).count() < bound_ms(1000));
+  CHECK_THAT(r.process->out(), Catch::Contains("second SIGTERM"));
+  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=stuck"));
+}
+
+TEST_CASE("050 drain-first: a storm of SIGTERM and SIGINT while draining still gives one orderly stop") {
+  testkit::RedisServer redis;
+  auto r = start("050-drain-first", redis, {"--work-ms", std::to_string(bound_ms(300)), "--drain-delay-ms", "300"});
+  std::set<std::string> acked;
+  for (int i = 0; i < 10; ++i) {
+    const std::string id = "storm" + std::to_string(i);
+    if (get(r.port, "/incr?id=" + id).ok()) acked.insert(id);
+  }
+  REQUIRE(acked.size() == 10);
+  for (int i = 0; i < 200; ++i) r.process->send_signal(i % 2 == 0 ? SIGTERM : SIGINT);
+  auto st = r.process->expect_exit(10s);
+  INFO(r.process->transcript());
+  CHECK(st.ok());
+  const std::string out = r.process->out();
+  CHECK(out.find("shutdown: complete") != std::string::npos);
+  CHECK(out.find("shutdown: complete") == out.rfind("shutdown: complete"));
+  CHECK(out.find("forcing exit") == std::string::npos);
+  CHECK(redis.client().smembers("incr:ids") == acked);
+  CHECK(redis.client().command({"GET", "incr:counter"}) == "10");
+}

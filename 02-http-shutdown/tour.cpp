@@ -1,0 +1,71 @@
+// 02-http-shutdown tour: every stage through the same scenarios, measured
+// now, with the same code the tests assert on (tests/scenarios.cpp).
+#include <signal.h>
+
+#include <exception>
+#include <iostream>
+
+#include "scenarios.hpp"
+#include "testkit/scoreboard.hpp"
+
+using namespace ch02;
+using namespace testkit;
+
+namespace {
+
+std::string ms(long long v) { return std::to_string(v) + " ms"; }
+
+std::vector<Cell> row(const std::string& name) {
+  // A: 15 requests acknowledged, SIGTERM while their writes are pending, 5 more.
+  auto a = sigterm_with_pending_writes(name);
+  const auto& rep = a.report;
+  Cell counts = info(std::to_string(rep.sent) + "/" + std::to_string(rep.acknowledged) + "/" +
+                     std::to_string(rep.persisted) + "/" + std::to_string(rep.lost));
+  Cell sigterm = a.stop.exited_ok() ? right("exit 0 in " + ms(a.stop.stop_ms)) : wrong(a.stop.str());
+  Cell lost = verdict(rep.lost == 0 && rep.redis_error.empty(), std::to_string(rep.lost) + " lost");
+
+  // B: SIGTERM while a request is inside its handler.
+  auto b = sigterm_with_request_in_flight(name);
+  Cell errors = verdict(b.response.ok(), "in-flight: " + b.response.str());
+
+  // D: a handler that never returns.
+  auto d = sigterm_with_stuck_handler(name);
+  Cell bounded = wrong("hangs, 2nd signal ignored");
+  if (d.stop.status && d.stop.status->killed_by(SIGTERM)) {
+    bounded = right("killed at once");
+  } else if (d.stop.status) {
+    bounded = verdict(d.abandoned_reported, d.stop.str() + " at " + ms(d.stop.stop_ms) +
+                                                (d.abandoned_reported ? ", id reported" : ", nothing reported"));
+  }
+
+  // C: readiness and keep-alive connections during the stop.
+  auto c = stop_taking_traffic(name);
+  Cell traffic = right("503 first, keep-alive closed");
+  if (!c.right())
+    traffic = wrong(std::string(c.readiness_503 ? "503" : "no 503") +
+                    (c.keep_alive_after_close.ok() ? ", keep-alive served after close" : ""));
+  return {counts, sigterm, lost, errors, bounded, traffic};
+}
+
+}  // namespace
+
+int main(int argc, char**) {
+  if (argc != 1) {
+    std::cerr << "usage: 02-http-shutdown-tour\n";
+    return 2;
+  }
+  try {
+    Scoreboard board("02-http-shutdown: /incr traffic, SIGTERM while background writes are pending",
+                     {"sent/acked/persisted/lost", "handles SIGTERM", "no lost work", "no errors to clients",
+                      "bounded", "stops taking traffic first"});
+    for (const auto& name : kStages) board.add_row(name, row(name));
+    board.add_note("sent/acked/persisted/lost: 20 requests, SIGTERM after the first 15 were acknowledged.");
+    board.add_note("bounded: a handler that never returns; 040/050 have a 1 s deadline and report the id.");
+    board.add_note("010 is bounded only because SIGTERM kills it, with everything in flight.");
+    std::cout << board.render();
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "02-http-shutdown tour failed: " << e.what() << "\n";
+    return 1;
+  }
+}
