@@ -17,6 +17,9 @@ pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
 
+# yaml-cpp 0.7 (05-k8s reads its manifests)
+find_package(yaml-cpp REQUIRED)
+
 # Catch2 v2 (2.13): Catch2::Catch2WithMain, catch_discover_tests()
 find_package(Catch2 2 REQUIRED)
 include(Catch)
@@ -26,3 +29,4 @@ find_program(REDIS_SERVER_EXECUTABLE redis-server PATHS /usr/bin /usr/sbin REQUI
 find_program(UNSHARE_EXECUTABLE unshare PATHS /usr/bin REQUIRED)
 find_program(TINI_EXECUTABLE tini PATHS /usr/bin)
 find_program(DUMB_INIT_EXECUTABLE dumb-init PATHS /usr/bin)
+find_program(HAPROXY_EXECUTABLE haproxy PATHS /usr/sbin /usr/bin REQUIRED)

@@ -1,0 +1,201 @@
+// The validator on the chapter's own manifests (which rules fail for which
+// variant) and on broken copies (each check can fail).
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "testkit/process.hpp"
+#include "testkit/redis.hpp"
+#include "k8s/manifest.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kValidate = std::string(CHAPTER_BIN_DIR) + "/k8s-validate";
+const std::string kChapter = CHAPTER_SOURCE_DIR;
+
+struct Run {
+  testkit::ExitStatus status;
+  std::string out, err;
+  std::set<std::string> failed, passed;  // rule names
+};
+
+Run validate(std::vector<std::string> args) {
+  args.insert(args.begin(), kValidate);
+  testkit::Process p(args);
+  Run r{p.expect_exit(testkit::scaled(10s)), p.out(), p.err(), {}, {}};
+  static const std::regex line(R"(^  (✓|✗) (\S+) )");
+  std::istringstream in(r.out);
+  for (std::string l; std::getline(in, l);) {
+    std::smatch m;
+    if (std::regex_search(l, m, line)) (m[1] == "✓" ? r.passed : r.failed).insert(m[2]);
+  }
+  return r;
+}
+
+// A copy of a variant in a temporary chapter directory, edited by `edit`.
+struct Scratch {
+  fs::path root;
+  explicit Scratch(const std::string& variant) {
+    char tmpl[] = "/tmp/k8s-validate-XXXXXX";
+    root = ::mkdtemp(tmpl);
+    fs::create_directories(root / "manifests" / variant);
+    fs::copy(fs::path(kChapter) / "manifests" / variant, root / "manifests" / variant);
+    fs::copy_file(fs::path(kChapter) / "Dockerfile", root / "Dockerfile");
+  }
+  ~Scratch() { fs::remove_all(root); }
+  void replace(const std::string& file, const std::string& from, const std::string& to) {
+    std::ifstream in(root / file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string s = ss.str();
+    auto pos = s.find(from);
+    REQUIRE(pos != std::string::npos);
+    s.replace(pos, from.size(), to);
+    std::ofstream(root / file) << s;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("validate 010-naive: fails readiness, preStop, budget, rollout, PDB, security and resources") {
+  auto r = validate({"--dir", kChapter, "--variant", "010-naive"});
+  INFO(r.out);
+  CHECK(r.status.exited);
+  CHECK(r.status.code == 1);
+  CHECK(r.failed == std::set<std::string>{"readiness-probe", "prestop", "grace-budget", "rollout", "pdb",
+                                          "security", "resources"});
+  CHECK(r.passed.count("structure"));
+  CHECK(r.passed.count("server-args"));
+}
+
+TEST_CASE("validate 020-prestop-equals-grace: only the grace budget fails, and it asks for seed 001's 50 s") {
+  auto r = validate({"--dir", kChapter, "--variant", "020-prestop-equals-grace"});
+  INFO(r.out);
+  CHECK(r.status.code == 1);
+  CHECK(r.failed == std::set<std::string>{"grace-budget"});
+  CHECK(r.out.find("grace 30 s < preStop 30 + deadline 15 (drain 5 included) + margin 5 = 50 s") !=
+        std::string::npos);
+}
+
+TEST_CASE("validate 030-drain and 040-native-sleep: every rule passes") {
+  for (const char* v : {"030-drain", "040-native-sleep"}) {
+    auto r = validate({"--dir", kChapter, "--variant", v});
+    INFO(v << "\n" << r.out);
+    CHECK(r.status.ok());
+    CHECK(r.failed.empty());
+    CHECK(r.passed.size() == 10);  // 9 rules + the Dockerfile
+  }
+}
+
+TEST_CASE("validate redis and the Dockerfile: structure, security and exec-form tini entrypoint pass") {
+  auto r = validate({"--dir", kChapter, "--variant", "redis"});
+  INFO(r.out);
+  CHECK(r.status.ok());
+  CHECK(r.passed == std::set<std::string>{"structure", "security", "resources", "dockerfile"});
+}
+
+TEST_CASE("validate structure: an unknown field, a wrong apiVersion and a wrong type are each rejected") {
+  struct Case {
+    std::string from, to, expect;
+  };
+  for (const auto& c : {Case{"terminationGracePeriodSeconds: 25", "terminationGracePeriodSecond: 25",
+                             "terminationGracePeriodSecond: unknown field"},
+                        Case{"apiVersion: policy/v1", "apiVersion: policy/v1beta1", "expected 'policy/v1'"},
+                        Case{"periodSeconds: 1", "periodSeconds: one", "periodSeconds: expected an integer"},
+                        Case{"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: \"yes\"",
+                             "readOnlyRootFilesystem: expected true or false"},
+                        Case{"kind: Service", "kind: Servce", "unknown kind 'Servce'"}}) {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", c.from, c.to);
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(r.out);
+    CHECK(r.status.code == 1);
+    CHECK(r.failed.count("structure"));
+    CHECK(r.out.find(c.expect) != std::string::npos);
+  }
+}
+
+TEST_CASE("validate rules: a flag the server lacks, a probe path it does not serve, a PDB selecting nothing fail") {
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", "\"--drain-delay-ms\"", "\"--drain-ms\"");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    CHECK(r.failed.count("server-args"));
+  }
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", "path: /readyz", "path: /ready");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    CHECK(r.failed == std::set<std::string>{"readiness-probe"});
+  }
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", "path: /readyz", "path: /healthz");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(r.out);
+    CHECK(r.out.find("/healthz of 050-drain-first never turns 503 while draining") != std::string::npos);
+  }
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", "  minAvailable: 1\n  selector:\n    matchLabels:\n      app: http",
+              "  minAvailable: 1\n  selector:\n    matchLabels:\n      app: web");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    CHECK(r.failed == std::set<std::string>{"pdb"});
+  }
+}
+
+TEST_CASE("validate Dockerfile: shell-form ENTRYPOINT, no tini and root USER are each rejected") {
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"ENTRYPOINT [\"/usr/bin/tini\", \"--\"]", "ENTRYPOINT /usr/local/bin/050-drain-first"},
+           {"ENTRYPOINT [\"/usr/bin/tini\", \"--\"]", "ENTRYPOINT [\"/usr/local/bin/050-drain-first\"]"},
+           {"USER 10001:10001", "USER root"}}) {
+    Scratch s("030-drain");
+    s.replace("Dockerfile", from, to);
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(to << "\n" << r.out);
+    CHECK(r.status.code == 1);
+    CHECK(r.failed == std::set<std::string>{"dockerfile"});
+  }
+}
+
+TEST_CASE("validate bad input: unknown variant, missing directory, unknown flag exit 2 naming the flag") {
+  for (const auto& [args, flag] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--dir", kChapter, "--variant", "999-nope"}, "--variant"},
+           {{"--dir", "/nonexistent"}, "--dir"},
+           {{"--dir", kChapter, "--bogus", "1"}, "--bogus"},
+           {{"--dir", ""}, "--dir"}}) {
+    auto r = validate(args);
+    INFO(r.err);
+    CHECK(r.status.exited);
+    CHECK(r.status.code == 2);
+    CHECK(r.err.find(flag) != std::string::npos);
+  }
+}
+
+TEST_CASE("manifest server args are real: each variant's server starts with its manifest's args") {
+  testkit::RedisServer redis;
+  for (const char* variant : {"010-naive", "020-prestop-equals-grace", "030-drain", "040-native-sleep"}) {
+    const auto v = k8s::load_variant(kChapter + "/manifests/" + variant);
+    REQUIRE(v.deployments.size() == 1);
+    const auto& c = v.deployments[0].containers.at(0);
+    std::vector<std::string> argv{std::string(K8S_SERVER_DIR) + "/" + c.binary()};
+    for (std::size_t i = 0; i < c.args.size(); ++i) {
+      argv.push_back(c.args[i]);
+      // Pod-local values: the port is shared by every pod, the Redis Service name does not resolve here.
+      if (c.args[i] == "--port" || c.args[i] == "--redis") argv.push_back(c.args[i] == "--port" ? "0" : redis.address()), ++i;
+    }
+    testkit::Process p(argv);
+    INFO(variant << "\n" << p.transcript());
+    p.expect_line("ready port=", testkit::scaled(5s));
+    p.kill();
+  }
+}
