@@ -7,20 +7,7 @@
 using namespace ch01;
 using namespace std::chrono_literals;
 
-namespace {
-
-struct Run {
-  testkit::ExitStatus status;
-  std::string out, err;
-};
-
-Run run(std::vector<std::string> argv) {
-  testkit::Process p(std::move(argv));
-  auto st = p.expect_exit(10s);
-  return {st, p.out(), p.err()};
-}
-
-}  // namespace
+using testkit::run_to_exit;
 
 TEST_CASE("record writers reject invalid flags with one line naming the flag and exit 2") {
   auto name = GENERATE(from_range(kRecordStages));
@@ -39,7 +26,7 @@ TEST_CASE("record writers reject invalid flags with one line naming the flag and
       {{"--speed", "9"}, "error: --speed: unknown flag"},
   }));
   args.insert(args.begin(), stage(name));
-  auto r = run(args);
+  auto r = run_to_exit(args);
   INFO(name << ": " << r.err);
   CHECK(r.status.exited);
   CHECK(r.status.code == 2);
@@ -56,7 +43,7 @@ TEST_CASE("050 init rejects invalid flags and a missing command with exit 2") {
       {{"true"}, "error: true: unexpected argument"},
   }));
   args.insert(args.begin(), stage("050-pid1-init"));
-  auto r = run(args);
+  auto r = run_to_exit(args);
   INFO(r.err);
   CHECK(r.status.code == 2);
   CHECK(r.err.rfind(message, 0) == 0);
@@ -64,14 +51,14 @@ TEST_CASE("050 init rejects invalid flags and a missing command with exit 2") {
 }
 
 TEST_CASE("050 init: a command that does not exist is exit 127 with the reason") {
-  auto r = run({stage("050-pid1-init"), "--", "/nonexistent/program"});
+  auto r = run_to_exit({stage("050-pid1-init"), "--", "/nonexistent/program"});
   CHECK(r.status.exited);
   CHECK(r.status.code == 127);
   CHECK_THAT(r.err, Catch::Contains("init: cannot run /nonexistent/program: No such file or directory"));
 }
 
 TEST_CASE("050 init: the child's exit code is passed through") {
-  auto r = run({stage("050-pid1-init"), "--", "sh", "-c", "exit 7"});
+  auto r = run_to_exit({stage("050-pid1-init"), "--", "sh", "-c", "exit 7"});
   CHECK(r.status.exited);
   CHECK(r.status.code == 7);
 }

@@ -29,14 +29,12 @@ bool wait_stderr(testkit::Process& p, const std::string& needle, milliseconds ti
 
 // Runs a program that must reject its flags: exit 2, one stderr line naming the flag.
 void expect_flag_error(std::vector<std::string> argv, const std::string& flag) {
-  testkit::Process p(argv);
-  auto st = p.expect_exit(10s);
-  INFO(p.transcript());
-  CHECK(st.exited);
-  CHECK(st.code == 2);
-  const std::string err = p.err();
-  CHECK(std::count(err.begin(), err.end(), '\n') == 1);
-  CHECK_THAT(err, Catch::StartsWith("error: " + flag + ":"));
+  auto r = testkit::run_to_exit(std::move(argv), 10s);
+  INFO(r.transcript);
+  CHECK(r.status.exited);
+  CHECK(r.status.code == 2);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK_THAT(r.err, Catch::StartsWith("error: " + flag + ":"));
 }
 
 }  // namespace

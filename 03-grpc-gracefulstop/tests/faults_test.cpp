@@ -21,14 +21,12 @@ std::string bin(const std::string& name) { return std::string(CHAPTER_BIN_DIR) +
 
 // Runs a binary that must refuse its flags: exit 2, one stderr line naming the flag.
 void require_flag_refused(std::vector<std::string> argv, const std::string& flag) {
-  testkit::Process p(argv);
-  auto status = p.expect_exit(milliseconds(5000));
-  INFO(p.transcript());
-  REQUIRE(status.exited);
-  REQUIRE(status.code == 2);
-  std::string err = p.err();
-  REQUIRE(std::count(err.begin(), err.end(), '\n') == 1);
-  REQUIRE(err.find(flag) != std::string::npos);
+  auto r = testkit::run_to_exit(std::move(argv), milliseconds(5000));
+  INFO(r.transcript);
+  REQUIRE(r.status.exited);
+  REQUIRE(r.status.code == 2);
+  REQUIRE(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  REQUIRE(r.err.find(flag) != std::string::npos);
 }
 
 // A loopback port held by a plain listening socket for the test's lifetime.

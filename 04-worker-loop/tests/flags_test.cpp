@@ -48,15 +48,13 @@ void check_bad_flags(const char* name) {
   for (auto& c : bad_flags(s)) {
     std::vector<std::string> argv = {binary(s)};
     argv.insert(argv.end(), c.args.begin(), c.args.end());
-    testkit::Process p(argv);
-    auto status = p.expect_exit(milliseconds(10000));
-    INFO(p.transcript());
-    CHECK(status.exited);
-    CHECK(status.code == 2);
-    std::string err = p.err();
-    CHECK(std::count(err.begin(), err.end(), '\n') == 1);
-    CHECK(err.find(c.named) != std::string::npos);
-    CHECK(p.out().empty());
+    auto r = testkit::run_to_exit(argv, milliseconds(10000));
+    INFO(r.transcript);
+    CHECK(r.status.exited);
+    CHECK(r.status.code == 2);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find(c.named) != std::string::npos);
+    CHECK(r.out.empty());
   }
 }
 

@@ -30,8 +30,8 @@ struct Run {
 
 Run validate(std::vector<std::string> args) {
   args.insert(args.begin(), kValidate);
-  testkit::Process p(args);
-  Run r{p.expect_exit(testkit::scaled(10s)), p.out(), p.err(), {}, {}};
+  auto f = testkit::run_to_exit(std::move(args), testkit::scaled(10s));
+  Run r{f.status, f.out, f.err, {}, {}};
   static const std::regex line(R"(^  (✓|✗) (\S+) )");
   std::istringstream in(r.out);
   for (std::string l; std::getline(in, l);) {

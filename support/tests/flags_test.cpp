@@ -7,16 +7,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Result {
-  ExitStatus status;
-  std::string out, err;
-};
-
-Result run(std::vector<std::string> args) {
+Finished run(std::vector<std::string> args) {
   args.insert(args.begin(), FLAGS_DEMO);
-  Process p(args);
-  auto st = p.expect_exit(10s);
-  return {st, p.out(), p.err()};
+  return run_to_exit(std::move(args), 10s);
 }
 
 }  // namespace

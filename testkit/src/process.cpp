@@ -284,6 +284,12 @@ std::string Process::err() const {
   return err_;
 }
 
+Finished run_to_exit(std::vector<std::string> argv, milliseconds timeout) {
+  Process p(std::move(argv));
+  ExitStatus status = p.expect_exit(timeout);
+  return {status, p.out(), p.err(), p.transcript()};
+}
+
 std::string Process::transcript() const {
   std::ostringstream s;
   s << "command:";

@@ -128,3 +128,13 @@ TEST_CASE("everything printed just before exit is there once the exit is seen") 
   CHECK(p.out().size() == 108894);  // the bytes of "1\n" .. "20000\n"
   CHECK(p.err() == "last\n");
 }
+
+TEST_CASE("run_to_exit returns the status and everything printed") {
+  auto r = run_to_exit({"sh", "-c", "echo out; echo err >&2; exit 2"});
+  CHECK(r.status.exited);
+  CHECK(r.status.code == 2);
+  CHECK(r.out == "out\n");
+  CHECK(r.err == "err\n");
+  CHECK_THAT(r.transcript, Catch::Contains("exit 2"));
+  CHECK_THROWS_WITH(run_to_exit({"sleep", "30"}, 100ms), Catch::Contains("still running after"));
+}

@@ -110,4 +110,16 @@ class Process {
   std::thread reader_;
 };
 
+// A program run to completion: how it ended and what it printed.
+struct Finished {
+  ExitStatus status;
+  std::string out, err;
+  std::string transcript;  // command, status and output, for messages
+};
+
+// Runs argv and waits (bounded) for it to exit; throws Failure with the
+// transcript if it is still running after `timeout`. For programs that are
+// expected to end on their own, such as a stage refusing a bad flag.
+Finished run_to_exit(std::vector<std::string> argv, milliseconds timeout = milliseconds(10000));
+
 }  // namespace testkit
