@@ -15,10 +15,11 @@ Finished run(std::vector<std::string> args) {
 }  // namespace
 
 TEST_CASE("valid flags are parsed, in both --flag value and --flag=value forms") {
-  auto r = run({"--count", "7", "--wait-ms=0", "--port", "65535", "--redis", "localhost:1", "--id", "abc",
+  auto r = run({"--count", "7", "--wait-ms=0", "--port", "65535", "--redis", "localhost:1", "--listen", "10.244.0.7",
+                "--id", "abc",
                 "--verbose", "--", "x", "y"});
   CHECK(r.status.ok());
-  CHECK(r.out == "count=7 wait=0 port=65535 redis=localhost:1 id=abc out=- verbose=1 rest=2\n");
+  CHECK(r.out == "count=7 wait=0 port=65535 redis=localhost:1 listen=10.244.0.7 id=abc out=- verbose=1 rest=2\n");
 }
 
 TEST_CASE("every invalid flag is one line naming the flag, and exit status 2") {
@@ -34,6 +35,8 @@ TEST_CASE("every invalid flag is one line naming the flag, and exit status 2") {
       {{"--redis", "nohost"}, "error: --redis: expected HOST:PORT"},
       {{"--redis", "h:0"}, "error: --redis: expected HOST:PORT with a port in 1..65535"},
       {{"--redis", "h:70000"}, "error: --redis: expected HOST:PORT with a port in 1..65535"},
+      {{"--listen", "localhost"}, "error: --listen: expected an IPv4 address such as 127.0.0.1, got 'localhost'"},
+      {{"--listen", "127.0.0.256"}, "error: --listen: expected an IPv4 address"},
       {{"--id", "toolongid"}, "error: --id: longer than 8 characters"},
       {{"--out", "/nonexistent-dir/x"}, "error: --out: cannot write '/nonexistent-dir/x'"},
       {{"--verbose=1"}, "error: --verbose: takes no value"},

@@ -11,6 +11,7 @@
 //   flags.done();  // rejects unknown flags and stray arguments
 #pragma once
 
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,6 +89,15 @@ class Flags {
     if (port.empty() || ec != std::errc() || end != port.data() + port.size() || p < 1 || p > 65535)
       fail(name, "expected HOST:PORT with a port in 1..65535, got '" + v + "'");
     return {host, p};
+  }
+
+  // A numeric IPv4 address to listen on (default: loopback only). Names are
+  // not resolved: a listen address is a decision, not a lookup.
+  std::string ipv4(const std::string& name, const std::string& fallback = "127.0.0.1") {
+    std::string v = take(name).value_or(fallback);
+    in_addr addr{};
+    if (::inet_pton(AF_INET, v.c_str(), &addr) != 1) fail(name, "expected an IPv4 address such as 127.0.0.1, got '" + v + "'");
+    return v;
   }
 
   // A non-empty string of at most max_len printable characters.
