@@ -32,7 +32,23 @@ std::string tail(const std::string& s, std::size_t max = 6000) {
   return "[... " + std::to_string(s.size() - max) + " bytes ...]\n" + s.substr(s.size() - max);
 }
 
+// See detail::take_live_groups_and_refuse_new().
+std::mutex registry_mu;
+std::vector<pid_t> registry;
+bool registry_closed = false;
+
+void unregister(pid_t pid) {
+  std::lock_guard lock(registry_mu);
+  std::erase(registry, pid);
+}
+
 }  // namespace
+
+std::vector<pid_t> detail::take_live_groups_and_refuse_new() {
+  std::lock_guard lock(registry_mu);
+  registry_closed = true;
+  return registry;
+}
 
 milliseconds scaled(milliseconds base) {
   static const double factor = [] {
@@ -88,7 +104,17 @@ Process::Process(std::vector<std::string> argv, SpawnOptions options) : argv_(st
   for (auto& a : argv_) args.push_back(a.data());
   args.push_back(nullptr);
 
+  // Spawned under the registry lock, so that a tour stopping on a signal
+  // either sees this process or prevents it from starting.
+  std::unique_lock registry_lock(registry_mu);
+  if (registry_closed) {
+    // The tour is ending on a signal and about to exit: start nothing more.
+    registry_lock.unlock();
+    for (;;) ::pause();
+  }
   int rc = ::posix_spawnp(&pid_, args[0], &actions, &attr, args.data(), envp.data());
+  if (rc == 0) registry.push_back(pid_);
+  registry_lock.unlock();
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(out_pipe[1]);
@@ -113,6 +139,7 @@ Process::~Process() {
   }
   if (reader_.joinable()) reader_.join();
   close_fd(pidfd_);
+  unregister(pid_);
 }
 
 void Process::reader_loop(int out_fd, int err_fd) {

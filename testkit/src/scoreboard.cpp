@@ -1,5 +1,7 @@
 #include "testkit/scoreboard.hpp"
 
+#include "testkit/tour.hpp"
+
 #include <algorithm>
 #include <sstream>
 #include <stdexcept>
@@ -21,8 +23,15 @@ std::string mark(const Cell& c) {
   return c.text;
 }
 
-void pad(std::ostringstream& out, const std::string& s, std::size_t width) {
-  out << s;
+// Green ✓, red ✗ on a terminal (bold, so that the mark and not only the hue
+// tells them apart); plain text everywhere else.
+std::string coloured(const Cell& c, bool colour) {
+  if (!colour || (c.verdict != Cell::Verdict::right && c.verdict != Cell::Verdict::wrong)) return mark(c);
+  return (c.verdict == Cell::Verdict::right ? "\033[1;32m" : "\033[1;31m") + mark(c) + "\033[0m";
+}
+
+void pad(std::ostringstream& out, const std::string& s, std::size_t width, const std::string& shown = {}) {
+  out << (shown.empty() ? s : shown);
   for (std::size_t w = display_width(s); w < width; ++w) out << ' ';
 }
 
@@ -45,7 +54,9 @@ void Scoreboard::add_row(std::string stage, std::vector<Cell> cells) {
 
 void Scoreboard::add_note(std::string note) { notes_.push_back(std::move(note)); }
 
-std::string Scoreboard::render() const {
+std::string Scoreboard::render() const { return render(colour_wanted()); }
+
+std::string Scoreboard::render(bool colour) const {
   std::vector<std::size_t> width(columns_.size() + 1, 0);
   width[0] = std::string("stage").size();
   for (std::size_t c = 0; c < columns_.size(); ++c) width[c + 1] = display_width(columns_[c]);
@@ -65,7 +76,7 @@ std::string Scoreboard::render() const {
     pad(out, stage, width[0]);
     for (std::size_t c = 0; c < cells.size(); ++c) {
       out << "  ";
-      pad(out, mark(cells[c]), c + 1 == cells.size() ? 0 : width[c + 1]);
+      pad(out, mark(cells[c]), c + 1 == cells.size() ? 0 : width[c + 1], coloured(cells[c], colour));
     }
     out << '\n';
   }

@@ -110,6 +110,14 @@ class Process {
   std::thread reader_;
 };
 
+namespace detail {
+// The process groups of every Process that is alive (constructed and not yet
+// destroyed). The tour runtime ends them all when the tour is signalled; once
+// it has taken them, no new Process may start (the constructor blocks until
+// the tour exits).
+std::vector<pid_t> take_live_groups_and_refuse_new();
+}  // namespace detail
+
 // A program run to completion: how it ended and what it printed.
 struct Finished {
   ExitStatus status;

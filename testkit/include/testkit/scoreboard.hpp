@@ -24,7 +24,8 @@ class Scoreboard {
   Scoreboard(std::string title, std::vector<std::string> columns);
   void add_row(std::string stage, std::vector<Cell> cells);
   void add_note(std::string note);  // printed under the table
-  std::string render() const;
+  std::string render() const;  // coloured marks only on a terminal without NO_COLOR
+  std::string render(bool colour) const;
 
  private:
   std::string title_;
