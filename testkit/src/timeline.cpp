@@ -1,0 +1,121 @@
+#include "testkit/timeline.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace testkit {
+namespace {
+
+constexpr double kLaneHeight = 1.0, kLaneGap = 0.45;
+
+// Okabe-Ito: blue, orange, vermillion, reddish purple, bluish green.
+const char* colour(Outcome o) {
+  switch (o) {
+    case Outcome::answered: return "0x0072B2";
+    case Outcome::refused: return "0xE69F00";
+    case Outcome::failed: return "0xD55E00";
+    case Outcome::lost: return "0xCC79A7";
+    case Outcome::rejected: return "0x009E73";
+  }
+  return "0x000000";
+}
+
+double lane_base(std::size_t i, std::size_t lanes) { return static_cast<double>(lanes - 1 - i) * (kLaneHeight + kLaneGap); }
+
+std::string quoted(const std::string& s) {
+  std::string q = "\"";
+  for (char c : s) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+  return q + "\"";
+}
+
+}  // namespace
+
+const char* outcome_name(Outcome o) {
+  switch (o) {
+    case Outcome::answered: return "answered";
+    case Outcome::refused: return "refused";
+    case Outcome::failed: return "reset / failed";
+    case Outcome::lost: return "acknowledged but lost";
+    case Outcome::rejected: return "rejected in order";
+  }
+  return "?";
+}
+
+std::string timeline_script(const Timeline& t, const std::string& data_path, const std::string& svg_path) {
+  const std::size_t lanes = std::max<std::size_t>(t.lanes.size(), 1);
+  const int height = 140 + static_cast<int>(lanes) * 120;
+  std::ostringstream gp;
+  gp << "set terminal svg size 1000," << height << " dynamic font 'sans,13' background rgb 'white'\n"
+     << "set output " << quoted(svg_path) << "\n"
+     << "set title " << quoted(t.title) << "\n"
+     << "set xlabel " << quoted(t.x_label) << "\n"
+     << "set border 3\nset xtics nomirror\nset ytics nomirror scale 0\nset grid xtics lc rgb '#dddddd'\n"
+     << "set yrange [-0.2:" << lane_base(0, lanes) + kLaneHeight + 0.35 << "]\n"
+     << "set bmargin 7\nset key at screen 0.5,0.02 center bottom horizontal maxrows 1 width 1\n"
+     << "set ytics (";
+  for (std::size_t i = 0; i < t.lanes.size(); ++i)
+    gp << (i ? ", " : "") << quoted(t.lanes[i].name) << " " << lane_base(i, lanes) + kLaneHeight / 2;
+  gp << ")\n";
+  gp << "plot " << quoted(data_path) << " index 0 using 1:2:3:(0):4 with vectors nohead lw 3 lc rgb variable notitle, \\\n"
+     << "  " << quoted(data_path) << " index 1 using 1:2:(0):3 with vectors nohead dt 2 lw 1.5 lc rgb '#222222' notitle, \\\n"
+     << "  " << quoted(data_path) << " index 2 using 1:2:3 with labels left offset 0.3,0 font 'sans,11' tc rgb '#222222' notitle";
+  for (Outcome o : {Outcome::answered, Outcome::rejected, Outcome::refused, Outcome::failed, Outcome::lost})
+    gp << ", \\\n  NaN with lines lw 8 lc rgb '#" << std::string(colour(o)).substr(2) << "' title " << quoted(outcome_name(o));
+  gp << "\n";
+  return gp.str();
+}
+
+void render_timeline(const Timeline& t, const std::string& svg_path) {
+  std::string stem = svg_path;
+  if (stem.size() > 4 && stem.substr(stem.size() - 4) == ".svg") stem.resize(stem.size() - 4);
+  const std::string data_path = stem + ".dat", script_path = stem + ".gp";
+  const std::size_t lanes = std::max<std::size_t>(t.lanes.size(), 1);
+  {
+    std::ofstream data(data_path);
+    // index 0: one bar per request (x, y, length, colour), stacked in start order
+    for (std::size_t i = 0; i < t.lanes.size(); ++i) {
+      auto reqs = t.lanes[i].requests;
+      std::sort(reqs.begin(), reqs.end(), [](auto& a, auto& b) { return a.start_ms < b.start_ms; });
+      const double base = lane_base(i, lanes);
+      for (std::size_t k = 0; k < reqs.size(); ++k) {
+        const double y = base + 0.08 + 0.62 * (reqs.size() > 1 ? double(k) / double(reqs.size() - 1) : 0.5);
+        data << reqs[k].start_ms << ' ' << y << ' ' << std::max(reqs[k].end_ms - reqs[k].start_ms, 1.0) << ' '
+             << colour(reqs[k].outcome) << "  # " << t.lanes[i].name << ' ' << outcome_name(reqs[k].outcome) << '\n';
+      }
+    }
+    data << "\n\n";
+    // index 1: event markers across the lane; index 2: their labels, staggered
+    std::ostringstream labels;
+    for (std::size_t i = 0; i < t.lanes.size(); ++i) {
+      const double base = lane_base(i, lanes);
+      auto events = t.lanes[i].events;
+      std::sort(events.begin(), events.end(), [](auto& a, auto& b) { return a.at_ms < b.at_ms; });
+      for (std::size_t k = 0; k < events.size(); ++k) {
+        data << events[k].at_ms << ' ' << base << ' ' << kLaneHeight + 0.05 << "  # " << t.lanes[i].name << '\n';
+        labels << events[k].at_ms << ' ' << base + kLaneHeight - 0.02 - 0.16 * double(k % 3) << ' '
+               << quoted(events[k].label) << '\n';
+      }
+    }
+    data << "\n\n" << labels.str();
+    if (!data) throw std::runtime_error("cannot write " + data_path);
+  }
+  {
+    std::ofstream gp(script_path);
+    gp << timeline_script(t, data_path, svg_path);
+    if (!gp) throw std::runtime_error("cannot write " + script_path);
+  }
+  const std::string cmd = "gnuplot " + quoted(script_path) + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) throw std::runtime_error("cannot run gnuplot");
+  std::string out;
+  char buf[512];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int rc = ::pclose(p);
+  if (rc != 0) throw std::runtime_error("gnuplot failed on " + script_path + ":\n" + out);
+}
+
+}  // namespace testkit
