@@ -156,3 +156,11 @@ TEST_CASE("tini: Ctrl+C on a terminal reaches the child once too") {
   CHECK(o.status.ok());
   CHECK_FALSE(o.file.torn());
 }
+
+TEST_CASE("tini: a signal to the init's whole group reaches the child once too") {
+  auto o = group_signal_behind_init(TINI_PATH);
+  INFO(o.transcript);
+  CHECK(o.child_own_group);
+  CHECK(o.status.ok());
+  CHECK_FALSE(o.file.torn());
+}
