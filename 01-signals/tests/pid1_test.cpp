@@ -50,7 +50,8 @@ TEST_CASE("010 naive as PID 1: SIGTERM is ignored, it never stops") {
 
 TEST_CASE("fix 1: a stage that handles SIGTERM stops as PID 1") {
   REQUIRE_PID_NAMESPACES();
-  auto name = GENERATE(as<std::string>{}, "020-flag-in-handler", "030-signal-thread", "040-second-signal");
+  auto name = GENERATE(as<std::string>{}, "020-flag-in-handler", "030-signal-thread", "033-interruptible-flusher",
+                       "036-ignore-sighup", "040-second-signal");
   INFO(name);
   auto o = as_pid1(writer(name));
   INFO(o.transcript);
