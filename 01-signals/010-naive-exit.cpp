@@ -55,14 +55,15 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv,
                        "usage: 010-naive-exit [--records N (0 = until stopped)] [--record-ms MS] "
-                       "[--flush-ms MS] [--out PATH]");
+                       "[--flush-ms MS] [--out PATH (- = stdout)]");
   const long long records = flags.integer("--records", 0, 0, 1'000'000);
   const auto record_time = flags.millis("--record-ms", 1000, 1, 60'000);
   const auto flush_every = flags.millis("--flush-ms", 1000, 1, 600'000);
   const std::string out = flags.writable_path("--out", "records.txt");
   flags.done();
 
-  int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  // "-" is standard output (the records then mix with the progress lines).
+  int fd = out == "-" ? STDOUT_FILENO : ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) support::Flags::fail("--out", "cannot open " + out);
 
   // A background thread makes the data durable every --flush-ms.

@@ -1,32 +1,31 @@
-// 030-signal-thread: signals become a std::stop_source request on a thread of
-// their own.
+// 030-signal-thread: signals are taken by a thread of their own and become
+// a std::stop_source request.
 //
-// Demonstrates: block SIGTERM, SIGINT and SIGHUP in the main thread *before*
-//   any other thread exists (threads inherit the mask), so no thread is ever
+// Demonstrates: block SIGTERM and SIGINT in the main thread *before* any
+//   other thread exists (threads inherit the mask), so no thread is ever
 //   interrupted by them. One dedicated thread takes them with sigwaitinfo():
 //   it runs ordinary code, so it may print, allocate, lock, and say who sent
-//   the signal. It turns SIGTERM/SIGINT into stop_source.request_stop(). Every
-//   part of the program observes the same std::stop_token:
-//   - the main loop finishes the current record and writes no new one;
-//   - the flusher waits on a std::condition_variable_any with the token, so a
-//     stop request wakes it at once instead of after a whole --flush-ms.
-//   SIGHUP is taken too (logged and ignored), so a hang-up or a burst of
-//   signals cannot kill the program mid-record.
-// Still wrong: a second SIGTERM changes nothing. If the current unit of work
-//   takes long (or never ends), nobody can make the program stop short of
-//   SIGKILL. Stage 040 fixes that.
-// Reproduces: seed 002's signal.NotifyContext / SetupSignalContext idea
-//   (signals delivered to one place, turned into a cancellation everybody
+//   the signal. It turns SIGTERM/SIGINT into stop.request_stop(), which the
+//   main loop observes between records. When the program ends on its own,
+//   main asks the signal thread to finish (its std::jthread stop token) and
+//   wakes it with a signal aimed at that thread alone.
+// Still wrong:
+//   - the flusher still sleeps --flush-ms between fsyncs and nothing can wake
+//     it: stopping still waits for its sleep, as in 020 (033);
+//   - SIGHUP still has its default action and kills the program mid-record
+//     (036);
+//   - a second SIGTERM changes nothing (040).
+// Reproduces: seed 002's signal.Notify / SetupSignalContext idea (signals
+//   delivered to one place and turned into a cancellation the program
 //   observes), in C++20.
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
-#include <mutex>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -65,7 +64,7 @@ void write_record(int fd, long long n, std::chrono::milliseconds record_time) {
 sigset_t handled_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, sig);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&set, sig);
   return set;
 }
 
@@ -75,10 +74,6 @@ void signal_loop(std::stop_token finished, std::stop_source stop) {
     siginfo_t info{};
     int sig = sigwaitinfo(&set, &info);
     if (sig < 0 || sig == SIGUSR1) continue;  // EINTR, or woken to check `finished`
-    if (sig == SIGHUP) {
-      std::printf("signal: SIGHUP from pid %d ignored (nothing to reload)\n", info.si_pid);
-      continue;
-    }
     // Ordinary code: printing, locking and allocating are all fine here.
     if (stop.request_stop())
       std::printf("shutdown: SIG%s from pid %d, finishing the current record\n", sigabbrev_np(sig), info.si_pid);
@@ -94,14 +89,15 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv,
                        "usage: 030-signal-thread [--records N (0 = until stopped)] [--record-ms MS] "
-                       "[--flush-ms MS] [--out PATH]");
+                       "[--flush-ms MS] [--out PATH (- = stdout)]");
   const long long records = flags.integer("--records", 0, 0, 1'000'000);
   const auto record_time = flags.millis("--record-ms", 1000, 1, 60'000);
   const auto flush_every = flags.millis("--flush-ms", 1000, 1, 600'000);
   const std::string out = flags.writable_path("--out", "records.txt");
   flags.done();
 
-  int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  // "-" is standard output (the records then mix with the progress lines).
+  int fd = out == "-" ? STDOUT_FILENO : ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) support::Flags::fail("--out", "cannot open " + out);
 
   // docs:begin setup
@@ -110,21 +106,19 @@ int main(int argc, char** argv) {
   const sigset_t set = handled_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  // "Please stop", observed by every part of the program. One per process,
-  // like the signals it stands for (static also avoids a GCC 12
-  // -Wmaybe-uninitialized false positive inside <stop_token>).
+  // "Please stop": requested by the signal thread, and only by it; observed
+  // by the main loop. One per process, like the signals it stands for
+  // (static also avoids a GCC 12 -Wmaybe-uninitialized false positive inside
+  // <stop_token>).
   static std::stop_source stop;
   std::jthread signal_thread(signal_loop, stop);
   // docs:end setup
 
+  std::atomic<bool> finished{false};  // set when all --records are written
   // docs:begin flusher
-  std::jthread flusher([fd, flush_every, token = stop.get_token()] {
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    while (!token.stop_requested()) {
-      // Returns early when a stop is requested: the token wakes the wait.
-      cv.wait_for(lock, token, flush_every, [] { return false; });
+  std::thread flusher([fd, flush_every, &finished] {
+    while (!stop.stop_requested() && !finished) {
+      std::this_thread::sleep_for(flush_every);  // the stop request cannot cut this short
       ::fsync(fd);
     }
   });
@@ -137,8 +131,8 @@ int main(int argc, char** argv) {
     write_record(fd, n, record_time);
     written = n;
   }
-  stop.request_stop();  // also when all records are written: the flusher's cue
-  flusher.join();       // prompt: the stop request woke it
+  finished = true;
+  flusher.join();  // up to a whole --flush-ms: nothing can wake it
   // docs:end loop
   ::fsync(fd);
   std::printf("done: %lld records written\n", written);

@@ -1,20 +1,24 @@
 // 040-second-signal: the first SIGTERM/SIGINT asks for a graceful stop, the
 // second one forces the exit.
 //
-// Demonstrates: everything 030 does (signal thread, std::stop_source, a
-//   flusher woken by the token, SIGHUP ignored), plus the escape hatch of
-//   kube-apiserver's SetupSignalContext: a second SIGTERM or SIGINT while the
-//   graceful stop is running exits at once with status 1. The signal thread
-//   runs ordinary code, so it can say so before calling _exit(1). _exit, not
-//   exit: destructors and atexit handlers of a program we are abandoning could
-//   block (joining the very threads that are stuck).
+// Demonstrates: everything 036 does (signal thread, std::stop_source, a
+//   flusher woken when main finishes, SIGHUP ignored), plus the escape hatch
+//   of kube-apiserver's SetupSignalContext: once the first SIGTERM or SIGINT
+//   has been taken, any further SIGTERM or SIGINT exits at once with status
+//   1. Only the signal thread ever requests `stop`, so request_stop()
+//   returning false means "a signal was taken before", never "the program
+//   finished on its own". The signal thread runs ordinary code, so it can say
+//   so before calling _exit(1). _exit, not exit: destructors and atexit
+//   handlers of a program we are abandoning could block (joining the very
+//   threads that are stuck).
 // Still wrong: nothing for this chapter's single-process program. The forced
 //   exit can still tear the current record: that is what "forced" means, and
 //   why the first signal must be enough in production. As PID 1 in a
 //   container, see 050.
-// Reproduces: seed 002, k8s.io/apiserver SetupSignalContext: "If a second
-//   signal is caught, the program is terminated with exit code 1", and seed
-//   004's forced exit after a wait.
+// Reproduces: seed 002, k8s.io/apiserver pkg/server/signal.go
+//   (SetupSignalHandler, SetupSignalContext): "If a second signal is caught,
+//   the program is terminated with exit code 1", and seed 004's forced exit
+//   after a wait.
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -96,14 +100,15 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv,
                        "usage: 040-second-signal [--records N (0 = until stopped)] [--record-ms MS] "
-                       "[--flush-ms MS] [--out PATH]");
+                       "[--flush-ms MS] [--out PATH (- = stdout)]");
   const long long records = flags.integer("--records", 0, 0, 1'000'000);
   const auto record_time = flags.millis("--record-ms", 1000, 1, 60'000);
   const auto flush_every = flags.millis("--flush-ms", 1000, 1, 600'000);
   const std::string out = flags.writable_path("--out", "records.txt");
   flags.done();
 
-  int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  // "-" is standard output (the records then mix with the progress lines).
+  int fd = out == "-" ? STDOUT_FILENO : ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) support::Flags::fail("--out", "cannot open " + out);
 
   // docs:begin setup
@@ -112,21 +117,26 @@ int main(int argc, char** argv) {
   const sigset_t set = handled_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  // "Please stop", observed by every part of the program. One per process,
-  // like the signals it stands for (static also avoids a GCC 12
-  // -Wmaybe-uninitialized false positive inside <stop_token>).
+  // "Please stop": requested by the signal thread, and only by it; observed
+  // by the main loop. One per process, like the signals it stands for
+  // (static also avoids a GCC 12 -Wmaybe-uninitialized false positive inside
+  // <stop_token>).
   static std::stop_source stop;
   std::jthread signal_thread(signal_loop, stop);
   // docs:end setup
 
   // docs:begin flusher
-  std::jthread flusher([fd, flush_every, token = stop.get_token()] {
+  // The flusher's own stop token means "main has finished writing", which
+  // is not the same as "a stop was requested": the records may simply have
+  // run out. Keeping the two apart means `stop` is only ever requested by a
+  // signal, so the signal thread can tell a first signal from a second one.
+  std::jthread flusher([fd, flush_every](std::stop_token finished) {
     std::mutex m;
     std::condition_variable_any cv;
     std::unique_lock lock(m);
-    while (!token.stop_requested()) {
-      // Returns early when a stop is requested: the token wakes the wait.
-      cv.wait_for(lock, token, flush_every, [] { return false; });
+    while (!finished.stop_requested()) {
+      // Returns early when main says it is finished: the token wakes the wait.
+      cv.wait_for(lock, finished, flush_every, [] { return false; });
       ::fsync(fd);
     }
   });
@@ -139,8 +149,8 @@ int main(int argc, char** argv) {
     write_record(fd, n, record_time);
     written = n;
   }
-  stop.request_stop();  // also when all records are written: the flusher's cue
-  flusher.join();       // prompt: the stop request woke it
+  flusher.request_stop();  // "finished", whether the records ran out or a stop was requested
+  flusher.join();          // prompt: the request woke it
   // docs:end loop
   ::fsync(fd);
   std::printf("done: %lld records written\n", written);

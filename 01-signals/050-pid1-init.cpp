@@ -16,8 +16,15 @@
 //   shell). With --kill-after-ms it sends SIGKILL if the child outlives the
 //   first stop signal by that long, as the kubelet does after the grace
 //   period.
+//   Like tini, it starts the child in a process group of its own and, on a
+//   terminal, makes that group the foreground one. Otherwise a signal sent
+//   to the whole group (Ctrl+C on a terminal, `kill -- -PGID`, a service
+//   manager stopping everything) reaches the child twice: once directly and
+//   once forwarded by the init. A program that forces its exit on a second
+//   signal (040) would then tear its work on what was a single request.
 // Still wrong: it forwards a signal to the child, not to the child's own
-//   children; a program that spawns workers must stop them itself.
+//   children; a program that spawns workers must stop them itself (or run
+//   under tini -g, which forwards to the child's whole group).
 // Reproduces: seed 000's Pod termination sequence (SIGTERM, grace period,
 //   SIGKILL) as seen from inside the container, and the reason container
 //   images use an exec-form ENTRYPOINT with tini.
@@ -31,6 +38,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -71,6 +79,12 @@ int main(int argc, char** argv) {
 
   // Not PID 1 (e.g. started by a shell)? Ask to inherit orphans anyway.
   if (::getpid() != 1) ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+  // The terminal will belong to the child's group: an init in the background
+  // that writes to it or reads from it must not be stopped for that (tini
+  // ignores these two as well).
+  std::signal(SIGTTIN, SIG_IGN);
+  std::signal(SIGTTOU, SIG_IGN);
   // docs:end block
 
   posix_spawnattr_t attr;
@@ -80,12 +94,28 @@ int main(int argc, char** argv) {
   sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // docs:begin group
+  // The child leads a process group of its own (tini's isolate_child():
+  // setpgid(0, 0)), so a signal sent to the init's group reaches the child
+  // only once: forwarded by us. On a terminal, the child's group becomes the
+  // foreground one (tini: tcsetpgrp(STDIN_FILENO, getpgrp()) in the child),
+  // so Ctrl+C goes to the child alone, and only once. Done in the child
+  // before exec, by posix_spawn, so the child never runs in the background;
+  // and only if we hold the foreground ourselves, so an init started with &
+  // does not steal the terminal.
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (::isatty(STDIN_FILENO) && ::tcgetpgrp(STDIN_FILENO) == ::getpgrp())
+    posix_spawn_file_actions_addtcsetpgrp_np(&actions, STDIN_FILENO);
+  // docs:end group
   std::vector<char*> args;
   for (auto& a : flags.rest()) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t child = 0;
-  int rc = ::posix_spawnp(&child, args[0], nullptr, &attr, args.data(), environ);
+  int rc = ::posix_spawnp(&child, args[0], &actions, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     std::fprintf(stderr, "init: cannot run %s: %s\n", args[0], std::strerror(rc));

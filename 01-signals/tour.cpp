@@ -66,6 +66,12 @@ Cell reaps(const std::vector<std::string>& init, const std::vector<std::string>&
   return verdict(!zombie, zombie ? "zombie left" : "reaped");
 }
 
+// A signal to the init's group: did the child get it once (exit 0, whole)?
+Cell once(const Outcome& o) {
+  if (o.status.ok() && !o.file.torn()) return right("exit 0, whole");
+  return wrong(o.status.str() + (o.file.torn() ? ", torn" : ""));
+}
+
 }  // namespace
 
 // --show STAGE: one scenario in detail, for the chapter README.
@@ -114,7 +120,15 @@ int main(int argc, char** argv) {
       pid1.add_row("tini -- 010", {pid1_stop(behind(tini, naive())), reaps(tini, naive())});
       pid1.add_note("reaps orphans: a subshell leaves a 'sleep' behind; is it reaped by PID 1 or left a zombie?");
     }
-    std::cout << pid1.render();
+    std::cout << pid1.render() << "\n";
+
+    Scoreboard group("01-signals: 040-second-signal behind an init, one signal sent to the whole process group",
+                     {"kill -- -PGID", "Ctrl+C on a terminal"});
+    for (auto& [label, init] : {std::pair<std::string, std::string>{"050-pid1-init", stage("050-pid1-init")},
+                                {"tini", TINI_PATH}})
+      group.add_row(label, {once(group_signal_behind_init(init)), once(ctrl_c_behind_init(init))});
+    group.add_note("right: the child got the signal once (exit 0, record whole), not also forwarded by the init.");
+    std::cout << group.render();
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "01-signals tour failed: " << e.what() << "\n";

@@ -50,7 +50,8 @@ TEST_CASE("010 naive as PID 1: SIGTERM is ignored, it never stops") {
 
 TEST_CASE("fix 1: a stage that handles SIGTERM stops as PID 1") {
   REQUIRE_PID_NAMESPACES();
-  auto name = GENERATE(as<std::string>{}, "020-flag-in-handler", "030-signal-thread", "040-second-signal");
+  auto name = GENERATE(as<std::string>{}, "020-flag-in-handler", "030-signal-thread", "033-interruptible-flusher",
+                       "036-ignore-sighup", "040-second-signal");
   INFO(name);
   auto o = as_pid1(writer(name));
   INFO(o.transcript);
@@ -114,4 +115,53 @@ TEST_CASE("050 init as PID 1 reaps orphans") {
 TEST_CASE("tini as PID 1 reaps orphans too") {
   REQUIRE_PID_NAMESPACES();
   CHECK_FALSE(orphan_left_as_zombie(behind({TINI_PATH, "--"}, with_orphan("030-signal-thread")), nullptr));
+}
+
+// --- a signal sent to the whole process group (no PID namespace needed) ---
+
+TEST_CASE("050 init: the child runs in a process group of its own, as under tini") {
+  auto o = group_signal_behind_init(stage("050-pid1-init"));
+  INFO(o.transcript);
+  CHECK(o.child_own_group);
+}
+
+TEST_CASE("050 init: a signal to the init's whole group reaches the child once: exit 0, no torn record") {
+  // kill -- -PGID (or a service manager stopping the group). Were the child
+  // in the init's group, it would get the signal directly *and* forwarded,
+  // and 040 would take the forwarded copy for a second signal: exit 1, torn.
+  auto o = group_signal_behind_init(stage("050-pid1-init"));
+  INFO(o.transcript);
+  CHECK(o.stopped_on_its_own);
+  CHECK(o.status.ok());
+  CHECK(o.file.begun == 1);
+  CHECK_FALSE(o.file.torn());
+  CHECK_THAT(o.stdout_text, !Catch::Contains("second signal"));
+}
+
+TEST_CASE("050 init: Ctrl+C on a terminal reaches the child once: exit 0, no torn record") {
+  auto o = ctrl_c_behind_init(stage("050-pid1-init"));
+  INFO(o.transcript);
+  CHECK(o.child_own_group);
+  CHECK(o.child_has_foreground);
+  CHECK(o.stopped_on_its_own);
+  CHECK(o.status.ok());
+  CHECK(o.file.begun == 1);
+  CHECK_FALSE(o.file.torn());
+  CHECK_THAT(o.stdout_text, !Catch::Contains("second signal"));
+}
+
+TEST_CASE("tini: Ctrl+C on a terminal reaches the child once too") {
+  auto o = ctrl_c_behind_init(TINI_PATH);
+  INFO(o.transcript);
+  CHECK(o.child_has_foreground);
+  CHECK(o.status.ok());
+  CHECK_FALSE(o.file.torn());
+}
+
+TEST_CASE("tini: a signal to the init's whole group reaches the child once too") {
+  auto o = group_signal_behind_init(TINI_PATH);
+  INFO(o.transcript);
+  CHECK(o.child_own_group);
+  CHECK(o.status.ok());
+  CHECK_FALSE(o.file.torn());
 }

@@ -1,6 +1,7 @@
 #include "scenarios.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -19,8 +21,11 @@ using testkit::Failure;
 using testkit::Process;
 using testkit::scaled;
 
-const std::vector<std::string> kRecordStages = {"010-naive-exit", "020-flag-in-handler", "030-signal-thread",
-                                                "040-second-signal"};
+const std::vector<std::string> kRecordStages = {"010-naive-exit",           "020-flag-in-handler",
+                                                "030-signal-thread",        "033-interruptible-flusher",
+                                                "036-ignore-sighup",        "040-second-signal"};
+const std::vector<std::string> kSignalThreadStages = {"030-signal-thread", "033-interruptible-flusher",
+                                                      "036-ignore-sighup", "040-second-signal"};
 
 std::string stage(const std::string& name) { return std::string(CHAPTER_BIN_DIR) + "/" + name; }
 
@@ -81,6 +86,40 @@ void wait_mid_record(Process& p, const std::string& out, int n) {
                   p.transcript());
 }
 
+// The signal masks of /proc/PID/status ("SigPnd:", "ShdPnd:") of the process
+// and all its threads, or nullopt once the process is gone.
+std::optional<unsigned long long> pending_signals(pid_t pid) {
+  unsigned long long pending = 0;
+  bool found = false;
+  auto add = [&](const std::string& status_path) {
+    std::ifstream in(status_path);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0) {
+        pending |= std::stoull(line.substr(7), nullptr, 16);
+        found = true;
+      }
+    }
+  };
+  std::error_code ec;
+  for (auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec))
+    add(task.path().string() + "/status");
+  if (!found) return std::nullopt;
+  return pending;
+}
+
+// Waits until `sig`, sent to `p`, is no longer pending: a handler has taken
+// it (or sigwaitinfo, or the default action). For stages that print nothing
+// when a signal arrives; bounded.
+void wait_signal_taken(Process& p, int sig) {
+  auto deadline = Clock::now() + scaled(5s);
+  for (;;) {
+    auto pending = pending_signals(p.pid());
+    if (!pending || !(*pending & (1ULL << (sig - 1)))) return;
+    if (Clock::now() > deadline) throw Failure(testkit::signal_name(sig) + " never taken\n" + p.transcript());
+    std::this_thread::sleep_for(1ms);  // polling /proc for a condition
+  }
+}
+
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
   for (std::size_t at = 0; (at = s.find(from, at)) != std::string::npos; at += to.size()) s.replace(at, from.size(), to);
   return s;
@@ -104,6 +143,25 @@ Outcome finish(Process& p, const std::string& out, Clock::time_point signalled, 
 
 }  // namespace
 
+struct ProcStat {
+  char state = 0;
+  pid_t ppid = 0;
+  pid_t pgrp = 0;
+  std::string comm;
+};
+
+std::optional<ProcStat> proc_stat(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  auto open = stat.find('('), close = stat.rfind(')');
+  if (open == std::string::npos || close == std::string::npos) return std::nullopt;
+  ProcStat s;
+  s.comm = stat.substr(open + 1, close - open - 1);
+  std::istringstream rest(stat.substr(close + 2));
+  rest >> s.state >> s.ppid >> s.pgrp;
+  return s;
+}
+
 Outcome signal_mid_record(const std::string& stage_name, RecordOptions opts) {
   TempDir dir;
   std::string out = dir.file("records.txt");
@@ -121,12 +179,77 @@ Outcome second_signal(const std::string& stage_name, long long record_ms) {
   p.expect_line("ready", 10s);
   wait_mid_record(p, out, 1);
   auto first = p.send_signal(SIGTERM);
-  // Stages without a signal thread print nothing when the signal arrives;
-  // give the second signal right away then (they cannot tell them apart).
-  if (stage_name != "010-naive-exit" && stage_name != "020-flag-in-handler") p.expect_line("shutdown:", 5s);
+  // The second signal goes only once the first is known to be taken; sent
+  // back to back, the two would merge into one pending signal. Stages with
+  // a signal thread say so; 020's handler prints nothing, so watch the
+  // pending mask clear. (010 dies of the first; nothing to wait for.)
+  if (stage_name == "020-flag-in-handler")
+    wait_signal_taken(p, SIGTERM);
+  else if (stage_name != "010-naive-exit")
+    p.expect_line("shutdown:", 5s);
+  if (stage_name != "010-naive-exit" && slurp(out).find("END 1\n") != std::string::npos)
+    throw Failure("precondition failed: record 1 ended before the second signal could be sent\n" + p.transcript());
   auto second = p.send_signal(SIGTERM);
   Outcome o = finish(p, out, first, milliseconds(record_ms) + 5s);
   o.forced_ms = ms_between(second, p.exit_time());
+  return o;
+}
+
+Outcome signal_as_it_finishes(const std::string& stage_name) {
+  TempDir dir;
+  std::string out = dir.file("records.txt");
+  Process p({stage(stage_name), "--records", "1", "--record-ms", "5", "--flush-ms", "5", "--out", out});
+  p.expect_line("ready", 10s);
+  p.expect_line("record 1: end", 10s);
+  auto sent = p.send_signal(SIGTERM);  // main is past its last record, finishing
+  return finish(p, out, sent, 10s);
+}
+
+Outcome group_signal_behind_init(const std::string& init, int sig) {
+  TempDir dir;
+  std::string out = dir.file("records.txt");
+  // testkit starts every process as the leader of a new process group, so
+  // the init's group is {init, and whatever it leaves in its group}.
+  Process p({init, "--", stage("040-second-signal"), "--out", out, "--record-ms", "2000", "--flush-ms", "100"});
+  auto ready = p.expect_match(std::regex("ready pid=([0-9]+)"), 10s);
+  const pid_t child = std::stoi(ready[1]);
+  wait_mid_record(p, out, 1);
+  auto st = proc_stat(child);
+  if (!st) throw Failure("the child is gone before the signal\n" + p.transcript());
+  auto sent = Clock::now();
+  if (::kill(-p.pid(), sig) != 0) throw Failure("kill(-pgid) failed\n" + p.transcript());
+  Outcome o = finish(p, out, sent, 10s);
+  o.child_own_group = st->pgrp == child;
+  return o;
+}
+
+Outcome ctrl_c_behind_init(const std::string& init) {
+  TempDir dir;
+  std::string out = dir.file("records.txt");
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) throw Failure("cannot allocate a pty");
+  std::unique_ptr<int, void (*)(int*)> close_master(&master, [](int* fd) { ::close(*fd); });
+  const std::string slave = ::ptsname(master);
+  // A new session whose controlling terminal is the pty, like a login shell
+  // running `init -- 040` in the foreground: sh puts the pty on stdin,
+  // setsid -c makes it the controlling terminal of a new session (whose
+  // foreground group is the init's), -w waits and passes the status on.
+  Process p({"sh", "-c", "exec setsid -w -c \"$@\" < " + slave, "sh", init, "--", stage("040-second-signal"),
+             "--out", out, "--record-ms", "2000", "--flush-ms", "100"});
+  auto ready = p.expect_match(std::regex("ready pid=([0-9]+)"), 10s);
+  const pid_t child = std::stoi(ready[1]);
+  wait_mid_record(p, out, 1);
+  auto st = proc_stat(child);
+  if (!st) throw Failure("the child is gone before Ctrl+C\n" + p.transcript());
+  const pid_t foreground = ::tcgetpgrp(master);
+  auto sent = Clock::now();
+  // The terminal's line discipline turns ^C into SIGINT for its foreground
+  // process group.
+  if (::write(master, "\x03", 1) != 1) throw Failure("cannot type ^C\n" + p.transcript());
+  Outcome o = finish(p, out, sent, 10s);
+  o.child_own_group = st->pgrp == child;
+  o.child_has_foreground = foreground == child;
+  o.transcript += "foreground process group of the terminal: " + std::to_string(foreground) + "\n";
   return o;
 }
 
@@ -177,24 +300,6 @@ std::vector<std::string> in_pid_namespace(const std::vector<std::string>& comman
   std::vector<std::string> argv = {UNSHARE_PATH, "--pid", "--fork", "--mount-proc"};
   argv.insert(argv.end(), command.begin(), command.end());
   return argv;
-}
-
-struct ProcStat {
-  char state = 0;
-  pid_t ppid = 0;
-  std::string comm;
-};
-
-std::optional<ProcStat> proc_stat(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), {});
-  auto open = stat.find('('), close = stat.rfind(')');
-  if (open == std::string::npos || close == std::string::npos) return std::nullopt;
-  ProcStat s;
-  s.comm = stat.substr(open + 1, close - open - 1);
-  std::istringstream rest(stat.substr(close + 2));
-  rest >> s.state >> s.ppid;
-  return s;
 }
 
 // A child of `parent` running `comm`, if any.

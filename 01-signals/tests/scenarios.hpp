@@ -16,7 +16,8 @@ using testkit::milliseconds;
 
 // Path of a stage binary of this chapter, e.g. stage("010-naive-exit").
 std::string stage(const std::string& name);
-extern const std::vector<std::string> kRecordStages;  // 010..040: the record writers
+extern const std::vector<std::string> kRecordStages;        // 010..040: the record writers
+extern const std::vector<std::string> kSignalThreadStages;  // 030..040: those with a signal thread
 
 // A temporary directory, removed with its contents.
 class TempDir {
@@ -52,6 +53,8 @@ struct Outcome {
   std::string stdout_text; // what the stage printed, temp paths shown as <tmp>
   std::string ready_line;  // the stage's "ready pid=..." line
   std::string transcript;  // command, status, stdout, stderr: for messages
+  bool child_own_group = false;       // behind an init: the child leads its own process group
+  bool child_has_foreground = false;  // behind an init on a terminal: the child's group is the foreground
 };
 
 struct RecordOptions {
@@ -66,6 +69,19 @@ Outcome signal_mid_record(const std::string& stage_name, RecordOptions opts = {}
 
 // Same, then a second signal once the first has been acknowledged.
 Outcome second_signal(const std::string& stage_name, long long record_ms = 4000);
+
+// Runs a stage with --records 1 and sends SIGTERM as soon as it printed
+// "record 1: end": while main is finishing on its own. One try; tests repeat.
+Outcome signal_as_it_finishes(const std::string& stage_name);
+
+// Runs `init -- 040-second-signal ...` (not as PID 1), waits until a record
+// is mid-write and sends `sig` to the init's whole process group, as
+// `kill -- -PGID` does.
+Outcome group_signal_behind_init(const std::string& init, int sig = SIGTERM);
+
+// Runs `init -- 040-second-signal ...` in a new session on a pseudo-terminal,
+// waits until a record is mid-write and types Ctrl+C on the terminal.
+Outcome ctrl_c_behind_init(const std::string& init);
 
 // Hundreds of SIGTERM/SIGINT/SIGHUP in a burst while a record is mid-write.
 Outcome signal_storm(const std::string& stage_name, int signals = 600);
