@@ -5,6 +5,7 @@
 
 #include "scenarios.hpp"
 #include "testkit/scoreboard.hpp"
+#include "testkit/tour.hpp"
 
 using namespace ch01;
 using namespace testkit;
@@ -13,24 +14,32 @@ namespace {
 
 std::string ms(long long v) { return std::to_string(v) + " ms"; }
 
+// Progress on a terminal, and the stop on Ctrl-C/SIGTERM (testkit/tour.hpp).
+testkit::TourRuntime* tour = nullptr;
+
 std::vector<Cell> record_stage_row(const std::string& name) {
   const RecordOptions opts{};
+  tour->stage(name);
+  tour->scenario("SIGTERM in the middle of a record");
   auto mid = signal_mid_record(name, opts);
   bool graceful = mid.stopped_on_its_own && mid.status.ok();
 
   Cell stop_time = !mid.status.exited ? info(ms(mid.stop_ms) + " (killed)")
                    : verdict(mid.stop_ms < opts.record_ms + 1000, ms(mid.stop_ms));
 
+  tour->scenario("a second SIGTERM after the first was taken");
   auto second = second_signal(name, 2000);
   Cell forced = !second.status.exited ? wrong("killed by the first")
                 : second.status.code == 1 ? verdict(second.forced_ms < 1000, "exit 1 in " + ms(second.forced_ms))
                                           : wrong("ignored, " + second.status.str() + " after " + ms(second.forced_ms));
 
+  tour->scenario("a storm of signals");
   auto storm = signal_storm(name);
   Cell storm_cell = verdict(storm.stopped_on_its_own && storm.status.exited, storm.status.str());
 
   Cell pid1 = skipped("no PID namespaces");
   if (!pid_namespaces_unavailable()) {
+    tour->scenario("as PID 1 of a new PID namespace");
     auto o = as_pid1({stage(name), "--record-ms", "200", "--flush-ms", "100", "--out", "/dev/null"},
                      milliseconds(2000));
     pid1 = o.stopped_on_its_own ? verdict(o.status.ok(), o.status.str()) : wrong("ignores SIGTERM");
@@ -91,6 +100,8 @@ int show(const std::string& name) {
 }
 
 int main(int argc, char** argv) {
+  testkit::TourRuntime runtime("01-signals");
+  tour = &runtime;
   if (argc == 3 && std::string(argv[1]) == "--show") return show(argv[2]);
   if (argc != 1) {
     std::cerr << "usage: 01-signals-tour [--show STAGE]\n";
@@ -102,6 +113,7 @@ int main(int argc, char** argv) {
                         "signal storm", "as PID 1"});
     for (auto& name : kRecordStages) records.add_row(name, record_stage_row(name));
     records.add_note("stop time: SIGTERM -> exit; right when within the rest of the record (+1 s).");
+    runtime.clear();
     std::cout << records.render() << "\n";
 
     Scoreboard pid1("01-signals: as PID 1 of a new PID namespace (a container's entrypoint)",
@@ -112,6 +124,8 @@ int main(int argc, char** argv) {
       auto writer = [](const std::string& name) {
         return std::vector<std::string>{stage(name), "--record-ms", "200", "--flush-ms", "100", "--out", "/dev/null"};
       };
+      tour->stage("as PID 1");
+      tour->scenario("SIGTERM to PID 1, and an orphan to reap");
       pid1.add_row("010-naive-exit", {pid1_stop(naive()), reaps({}, naive())});
       pid1.add_row("040-second-signal", {pid1_stop(writer("040-second-signal")), reaps({}, writer("040-second-signal"))});
       auto init = std::vector<std::string>{stage("050-pid1-init"), "--"};
@@ -120,14 +134,18 @@ int main(int argc, char** argv) {
       pid1.add_row("tini -- 010", {pid1_stop(behind(tini, naive())), reaps(tini, naive())});
       pid1.add_note("reaps orphans: a subshell leaves a 'sleep' behind; is it reaped by PID 1 or left a zombie?");
     }
+    runtime.clear();
     std::cout << pid1.render() << "\n";
 
     Scoreboard group("01-signals: 040-second-signal behind an init, one signal sent to the whole process group",
                      {"kill -- -PGID", "Ctrl+C on a terminal"});
+    tour->stage("behind an init");
+    tour->scenario("one signal to the whole process group");
     for (auto& [label, init] : {std::pair<std::string, std::string>{"050-pid1-init", stage("050-pid1-init")},
                                 {"tini", TINI_PATH}})
       group.add_row(label, {once(group_signal_behind_init(init)), once(ctrl_c_behind_init(init))});
     group.add_note("right: the child got the signal once (exit 0, record whole), not also forwarded by the init.");
+    runtime.clear();
     std::cout << group.render();
     return 0;
   } catch (const std::exception& e) {
