@@ -14,11 +14,12 @@ using testkit::RedisServer;
 
 const std::vector<Stage>& stages() {
   static const std::vector<Stage> all = {
-      {"010-naive-loop", false, false, false, false},
-      {"020-flag-around-sleep", true, false, false, false},
-      {"030-interruptible-wait", true, true, false, false},
-      {"040-reliable-queue", true, true, true, false},
-      {"050-worker-pool", true, true, true, true},
+      {"010-naive-loop", false, false, false, false, false},
+      {"020-flag-around-sleep", true, false, false, false, false},
+      {"030-interruptible-wait", true, true, false, false, false},
+      {"040-reliable-queue", true, true, true, false, false},
+      {"050-worker-pool", true, true, true, true, false},
+      {"060-leased-names", true, true, true, true, true},
   };
   return all;
 }
@@ -41,6 +42,8 @@ std::vector<std::string> command_line(const Stage& s, const RedisServer& redis, 
   }
   if (s.budget) argv.insert(argv.end(), {"--budget-ms", std::to_string(cfg.budget.count())});
   if (s.pool) argv.insert(argv.end(), {"--workers", std::to_string(cfg.workers)});
+  if (s.pool && !cfg.name.empty()) argv.insert(argv.end(), {"--name", cfg.name});
+  if (s.lease) argv.insert(argv.end(), {"--lease-ms", std::to_string(cfg.lease.count())});
   return argv;
 }
 

@@ -28,7 +28,8 @@ struct Stage {
   bool graceful;     // handles SIGTERM at all (020 on)
   bool budget;       // --budget-ms, a second signal forces exit (030 on)
   bool reliable;     // processing list, --block-ms instead of --interval (040 on)
-  bool pool;         // --workers (050)
+  bool pool;         // --workers, --name (050 on)
+  bool lease;        // --lease-ms: a name is a lease, expired ones are reaped (060 on)
 };
 const std::vector<Stage>& stages();
 const Stage& stage(std::string_view name);
@@ -40,7 +41,9 @@ struct Settings {
   milliseconds block{500};      // longest wait for a job (040-050)
   milliseconds step{100};       // one step of a job
   milliseconds budget{5000};    // stop budget (030-050)
-  int workers = 2;              // 050
+  int workers = 2;              // 050 on
+  std::string name;             // --name (050 on); empty: the stage's default
+  milliseconds lease{2000};     // --lease-ms (060 on)
 };
 
 // How many jobs the stage runs at once.

@@ -123,3 +123,13 @@ TEST_CASE("050 worker-pool: a second SIGTERM forces exit 1 at once") {
   CHECK(r.status->code == 1);
   CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
 }
+
+TEST_CASE("060 leased-names: a second SIGTERM forces exit 1 at once") {
+  testkit::RedisServer redis;
+  auto r = second_signal(redis, stage("060-leased-names"), long_job_settings(), milliseconds(3000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+}

@@ -84,3 +84,14 @@ TEST_CASE("050 worker-pool: a SIGTERM while all workers wait for jobs stops the 
   REQUIRE(r.exited_ok());
   CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
 }
+
+TEST_CASE("060 leased-names: a SIGTERM while all workers wait for jobs stops the pool within the blocking timeout") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.block = milliseconds(1000);
+  cfg.workers = 4;
+  auto r = stop_while_idle(redis, stage("060-leased-names"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+}

@@ -90,3 +90,13 @@ TEST_CASE("050 worker-pool: every job running at SIGTERM is finished and the que
   CHECK(r.running.size() == 2);
   require_finished_and_nothing_taken(r);
 }
+
+TEST_CASE("060 leased-names: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("060-leased-names"));
+}
+
+TEST_CASE("060 leased-names: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("060-leased-names");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
