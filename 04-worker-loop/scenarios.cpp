@@ -20,6 +20,7 @@ const std::vector<Stage>& stages() {
       {"040-reliable-queue", true, true, true, false, false},
       {"050-worker-pool", true, true, true, true, false},
       {"060-leased-names", true, true, true, true, true},
+      {"070-attempt-cap", true, true, true, true, true, true},
   };
   return all;
 }
@@ -44,6 +45,7 @@ std::vector<std::string> command_line(const Stage& s, const RedisServer& redis, 
   if (s.pool) argv.insert(argv.end(), {"--workers", std::to_string(cfg.workers)});
   if (s.pool && !cfg.name.empty()) argv.insert(argv.end(), {"--name", cfg.name});
   if (s.lease) argv.insert(argv.end(), {"--lease-ms", std::to_string(cfg.lease.count())});
+  if (s.cap) argv.insert(argv.end(), {"--max-attempts", std::to_string(cfg.max_attempts)});
   return argv;
 }
 

@@ -30,6 +30,7 @@ struct Stage {
   bool reliable;     // processing list, --block-ms instead of --interval (040 on)
   bool pool;         // --workers, --name (050 on)
   bool lease;        // --lease-ms: a name is a lease, expired ones are reaped (060 on)
+  bool cap = false;  // --max-attempts: a job that never finishes is dead-lettered (070 on)
 };
 const std::vector<Stage>& stages();
 const Stage& stage(std::string_view name);
@@ -44,6 +45,7 @@ struct Settings {
   int workers = 2;              // 050 on
   std::string name;             // --name (050 on); empty: the stage's default
   milliseconds lease{2000};     // --lease-ms (060 on)
+  int max_attempts = 5;         // --max-attempts (070 on)
 };
 
 // How many jobs the stage runs at once.

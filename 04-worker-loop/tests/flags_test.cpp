@@ -40,6 +40,10 @@ std::vector<BadFlag> bad_flags(const Stage& s) {
     cases.push_back({{"--workers", "1000"}, "--workers"});
     cases.push_back({{"--name", "a:b"}, "--name"});
   }
+  if (s.cap) {
+    cases.push_back({{"--max-attempts", "0"}, "--max-attempts"});
+    cases.push_back({{"--max-attempts", "1001"}, "--max-attempts"});
+  }
   if (s.lease) {
     cases.push_back({{"--lease-ms", "0"}, "--lease-ms"});
     cases.push_back({{"--lease-ms", "x"}, "--lease-ms"});
@@ -76,3 +80,4 @@ TEST_CASE("040 reliable-queue: each bad flag is exit 2 with one line naming it")
 }
 TEST_CASE("050 worker-pool: each bad flag is exit 2 with one line naming it") { check_bad_flags("050-worker-pool"); }
 TEST_CASE("060 leased-names: each bad flag is exit 2 with one line naming it") { check_bad_flags("060-leased-names"); }
+TEST_CASE("070 attempt-cap: each bad flag is exit 2 with one line naming it") { check_bad_flags("070-attempt-cap"); }
