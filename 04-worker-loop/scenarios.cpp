@@ -21,6 +21,7 @@ const std::vector<Stage>& stages() {
       {"050-worker-pool", true, true, true, true, false},
       {"060-leased-names", true, true, true, true, true},
       {"070-attempt-cap", true, true, true, true, true, true},
+      {"080-claim-key", true, true, true, true, true, true},
   };
   return all;
 }
