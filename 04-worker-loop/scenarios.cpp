@@ -22,6 +22,7 @@ const std::vector<Stage>& stages() {
       {"060-leased-names", true, true, true, true, true},
       {"070-attempt-cap", true, true, true, true, true, true},
       {"080-claim-key", true, true, true, true, true, true},
+      {"090-hand-back", true, true, true, true, true, true},
   };
   return all;
 }
