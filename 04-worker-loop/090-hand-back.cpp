@@ -507,7 +507,8 @@ void work(std::stop_token token, std::string host, int port, Keys k, millisecond
     // docs:begin loop
     while (!token.stop_requested()) {
       try {
-        do_job(token, redis, k, block, step, max_attempts, owner, lease, status, worker, idle);  // waits at most `block` for a job
+        // waits at most `block` for a job
+        do_job(token, redis, k, block, step, max_attempts, owner, lease, status, worker, idle);
       } catch (const ConnectionLost& e) {
         set_progress(status, worker, "", 0, 0);  // the job, if any, is safe in this worker's processing list
         std::printf("redis: connection lost (%s), reconnecting\n", e.what());

@@ -23,6 +23,7 @@ const std::vector<Stage>& stages() {
       {"070-attempt-cap", true, true, true, true, true, true},
       {"080-claim-key", true, true, true, true, true, true},
       {"090-hand-back", true, true, true, true, true, true},
+      {"100-unblock-idle", true, true, true, true, true, true},
   };
   return all;
 }

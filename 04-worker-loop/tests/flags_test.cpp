@@ -83,3 +83,4 @@ TEST_CASE("060 leased-names: each bad flag is exit 2 with one line naming it") {
 TEST_CASE("070 attempt-cap: each bad flag is exit 2 with one line naming it") { check_bad_flags("070-attempt-cap"); }
 TEST_CASE("080 claim-key: each bad flag is exit 2 with one line naming it") { check_bad_flags("080-claim-key"); }
 TEST_CASE("090 hand-back: each bad flag is exit 2 with one line naming it") { check_bad_flags("090-hand-back"); }
+TEST_CASE("100 unblock-idle: each bad flag is exit 2 with one line naming it") { check_bad_flags("100-unblock-idle"); }
