@@ -538,7 +538,6 @@ sigset_t stop_signals() {
 
 const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
 
-// docs:begin signals
 // docs:begin hand-back
 // At the budget: each abandoned job goes back to the head of the queue and
 // its claim is released, in one transaction per job, so any worker can take
@@ -567,6 +566,7 @@ std::string hand_back(const std::string& host, int port, const std::string& queu
 }
 // docs:end hand-back
 
+// docs:begin signals
 // The first SIGTERM/SIGINT becomes a stop request, the second an immediate
 // exit (carried out by main). sigwait returns in ordinary thread context, so
 // unlike a handler this code may lock, allocate and print.

@@ -552,7 +552,6 @@ sigset_t stop_signals() {
 
 const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
 
-// docs:begin signals
 // docs:begin unblock
 // Runs in the thread that calls request_stop(), the signal thread: a worker
 // blocked in BLMOVE gets a nil reply now instead of at --block-ms.
@@ -601,6 +600,7 @@ std::string hand_back(const std::string& host, int port, const std::string& queu
 }
 // docs:end hand-back
 
+// docs:begin signals
 // The first SIGTERM/SIGINT becomes a stop request, the second an immediate
 // exit (carried out by main). sigwait returns in ordinary thread context, so
 // unlike a handler this code may lock, allocate and print.

@@ -1,6 +1,7 @@
 #include "scenarios.hpp"
 
 #include <algorithm>
+#include <thread>
 #include <stdexcept>
 
 #ifndef CHAPTER_BIN_DIR
@@ -24,6 +25,7 @@ const std::vector<Stage>& stages() {
       {"080-claim-key", true, true, true, true, true, true},
       {"090-hand-back", true, true, true, true, true, true},
       {"100-unblock-idle", true, true, true, true, true, true},
+      {"110-streams", true, true, true, true, false, true, true},
   };
   return all;
 }
@@ -48,6 +50,7 @@ std::vector<std::string> command_line(const Stage& s, const RedisServer& redis, 
   if (s.pool) argv.insert(argv.end(), {"--workers", std::to_string(cfg.workers)});
   if (s.pool && !cfg.name.empty()) argv.insert(argv.end(), {"--name", cfg.name});
   if (s.lease) argv.insert(argv.end(), {"--lease-ms", std::to_string(cfg.lease.count())});
+  if (s.streams) argv.insert(argv.end(), {"--min-idle-ms", std::to_string(cfg.lease.count())});
   if (s.cap) argv.insert(argv.end(), {"--max-attempts", std::to_string(cfg.max_attempts)});
   return argv;
 }
@@ -60,17 +63,29 @@ std::unique_ptr<Process> start(const Stage& s, const RedisServer& redis, const S
 
 std::string payload(const std::string& id, int steps) { return "id=" + id + " steps=" + std::to_string(steps); }
 
+void produce(testkit::RedisClient& redis, const std::string& queue, const std::string& p, bool stream) {
+  if (stream)
+    redis.command({"XADD", queue, "*", "payload", p});
+  else
+    redis.command({"RPUSH", queue, p});
+}
+
 std::vector<std::string> push_jobs(testkit::RedisClient& redis, const std::string& queue, const std::string& prefix,
-                                   int count, int steps) {
+                                   int count, int steps, bool stream) {
   std::vector<std::string> ids;
   for (int i = 1; i <= count; ++i) {
     ids.push_back(prefix + std::to_string(i));
-    redis.command({"RPUSH", queue, payload(ids.back(), steps)});
+    produce(redis, queue, payload(ids.back(), steps), stream);
   }
   return ids;
 }
 
 std::vector<std::string> waiting_payloads(testkit::RedisClient& redis, const std::string& queue) {
+  if (redis.command({"TYPE", queue}) == "stream") {
+    std::vector<std::string> all;
+    for (auto& e : redis.array({"XRANGE", queue, "-", "+"})) all.push_back(e.substr(e.rfind('\n') + 1));
+    return all;
+  }
   std::vector<std::string> lists = {queue};
   for (auto& key : redis.array({"KEYS", queue + ":processing*"})) lists.push_back(key);
   std::sort(lists.begin() + 1, lists.end());
@@ -145,7 +160,7 @@ namespace {
 std::unique_ptr<Process> start_busy(RedisServer& redis, const Stage& s, const Settings& cfg,
                                     std::vector<std::string>& ids, std::vector<std::string>& running) {
   int n = workers(s, cfg);
-  ids = push_jobs(redis.client(), cfg.queue, "j", n + 2, 4);
+  ids = push_jobs(redis.client(), cfg.queue, "j", n + 2, 4, s.streams);
   auto p = start(s, redis, cfg);
   // FIFO: the first n jobs go to the n workers, in whatever order they grab them.
   running.assign(ids.begin(), ids.begin() + n);
@@ -186,7 +201,7 @@ Overrun stop_during_long_job(RedisServer& redis, const Stage& s, Settings cfg, i
   Overrun r;
   r.job = "long";
   r.steps = steps;
-  redis.client().command({"RPUSH", cfg.queue, payload(r.job, steps)});
+  produce(redis.client(), cfg.queue, payload(r.job, steps), s.streams);
   auto p = start(s, redis, cfg);
   p->expect_line("job long: step 1/", milliseconds(10000));
   auto sent = p->send_signal(SIGTERM);
@@ -198,7 +213,7 @@ Overrun stop_during_long_job(RedisServer& redis, const Stage& s, Settings cfg, i
 
 Stopped second_signal(RedisServer& redis, const Stage& s, Settings cfg, milliseconds bound) {
   Stopped r;
-  redis.client().command({"RPUSH", cfg.queue, payload("long", 100)});
+  produce(redis.client(), cfg.queue, payload("long", 100), s.streams);
   auto p = start(s, redis, cfg);
   p->expect_line("job long: step 1/", milliseconds(10000));
   p->send_signal(SIGTERM);
@@ -225,6 +240,13 @@ KillRestart kill_and_restart(RedisServer& redis, const Stage& s, Settings cfg) {
     bool idle = true;
     for (int i = 0; i < workers(s, cfg) && idle; ++i)
       idle = p->wait_for_line("idle: queue empty", milliseconds(30000)).has_value();
+    // A stream's entries of the killed consumers come back only once they
+    // have been idle for --min-idle-ms: wait for that event, the last job
+    // done (bounded), rather than for a time.
+    auto deadline = testkit::Clock::now() + testkit::scaled(milliseconds(30000));
+    while (s.streams && idle && c.integer({"SCARD", cfg.queue + ":done"}) < static_cast<long long>(r.produced.size()) &&
+           testkit::Clock::now() < deadline)
+      std::this_thread::sleep_for(milliseconds(20));
     p->kill();
     r.transcript += p->transcript();
     if (!idle) throw testkit::Failure("the restarted stage never went idle\n" + r.transcript);

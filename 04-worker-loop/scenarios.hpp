@@ -31,6 +31,7 @@ struct Stage {
   bool pool;         // --workers, --name (050 on)
   bool lease;        // --lease-ms: a name is a lease, expired ones are reaped (060 on)
   bool cap = false;  // --max-attempts: a job that never finishes is dead-lettered (070 on)
+  bool streams = false;  // a stream and a consumer group; --min-idle-ms instead of --lease-ms (110)
 };
 const std::vector<Stage>& stages();
 const Stage& stage(std::string_view name);
@@ -44,7 +45,7 @@ struct Settings {
   milliseconds budget{5000};    // stop budget (030-050)
   int workers = 2;              // 050 on
   std::string name;             // --name (050 on); empty: the stage's default
-  milliseconds lease{2000};     // --lease-ms (060 on)
+  milliseconds lease{2000};     // --lease-ms (060 on), --min-idle-ms (110)
   int max_attempts = 5;         // --max-attempts (070 on)
 };
 
@@ -57,9 +58,12 @@ std::unique_ptr<testkit::Process> start(const Stage& s, const testkit::RedisServ
 
 // --- the producer's and the checker's view of the queue ---------------------
 std::string payload(const std::string& id, int steps);
+// Adds one payload as a producer would: RPUSH to the list, or XADD to the
+// stream (field "payload") for the stages that read a stream.
+void produce(testkit::RedisClient& redis, const std::string& queue, const std::string& payload, bool stream);
 // Pushes jobs <prefix>1..<prefix>count, each of `steps` steps; returns ids.
 std::vector<std::string> push_jobs(testkit::RedisClient& redis, const std::string& queue, const std::string& prefix,
-                                   int count, int steps);
+                                   int count, int steps, bool stream = false);
 
 struct JobState {
   long long steps_written = 0;  // fields of <queue>:steps:<id>
@@ -70,7 +74,8 @@ struct JobState {
   std::string str(int steps) const;  // "done", "half done (1/4 steps), gone from the queue", ...
 };
 JobState job_state(testkit::RedisClient& redis, const std::string& queue, const std::string& id);
-// Every payload in the queue and in every processing list of the queue.
+// Every payload in the queue and in every processing list of the queue (for
+// a stream: every entry not yet acknowledged, since an ack deletes it).
 std::vector<std::string> waiting_payloads(testkit::RedisClient& redis, const std::string& queue);
 
 // --- scenarios ---------------------------------------------------------------

@@ -44,6 +44,10 @@ std::vector<BadFlag> bad_flags(const Stage& s) {
     cases.push_back({{"--max-attempts", "0"}, "--max-attempts"});
     cases.push_back({{"--max-attempts", "1001"}, "--max-attempts"});
   }
+  if (s.streams) {
+    cases.push_back({{"--min-idle-ms", "0"}, "--min-idle-ms"});
+    cases.push_back({{"--lease-ms", "1000"}, "--lease-ms"});
+  }
   if (s.lease) {
     cases.push_back({{"--lease-ms", "0"}, "--lease-ms"});
     cases.push_back({{"--lease-ms", "x"}, "--lease-ms"});
@@ -84,3 +88,4 @@ TEST_CASE("070 attempt-cap: each bad flag is exit 2 with one line naming it") { 
 TEST_CASE("080 claim-key: each bad flag is exit 2 with one line naming it") { check_bad_flags("080-claim-key"); }
 TEST_CASE("090 hand-back: each bad flag is exit 2 with one line naming it") { check_bad_flags("090-hand-back"); }
 TEST_CASE("100 unblock-idle: each bad flag is exit 2 with one line naming it") { check_bad_flags("100-unblock-idle"); }
+TEST_CASE("110 streams: each bad flag is exit 2 with one line naming it") { check_bad_flags("110-streams"); }

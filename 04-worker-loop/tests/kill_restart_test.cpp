@@ -91,3 +91,14 @@ TEST_CASE("060 leased-names: after SIGKILL with every worker mid-job, a restart 
   for (auto& id : r.killed) expected[id] = 2;
   CHECK(r.reruns == expected);
 }
+
+TEST_CASE("110 streams: after SIGKILL with every worker mid-job, a restart reclaims each interrupted job once it has been idle for --min-idle-ms") {
+  auto r = run("110-streams");
+  INFO(r.transcript);
+  CHECK(r.killed.size() == 2);
+  CHECK(r.lost.empty());
+  CHECK(r.transcript.find("reclaimed: 'id=j1 steps=4'") != std::string::npos);
+  std::map<std::string, long long> expected;
+  for (auto& id : r.killed) expected[id] = 2;
+  CHECK(r.reruns == expected);
+}

@@ -119,3 +119,15 @@ TEST_CASE("100 unblock-idle: a SIGTERM while all workers wait for jobs stops the
   REQUIRE(r.exited_ok());
   CHECK(r.latency_ms < scaled(milliseconds(1000)).count());  // about 1 ms in the benchmark
 }
+
+TEST_CASE("110 streams: a SIGTERM while all workers wait for jobs stops the pool at once, not at the blocking timeout") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.block = milliseconds(5000);
+  cfg.budget = milliseconds(10000);
+  cfg.workers = 4;
+  auto r = stop_while_idle(redis, stage("110-streams"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+}

@@ -100,3 +100,13 @@ TEST_CASE("060 leased-names: every job running at SIGTERM is finished and the qu
   CHECK(r.running.size() == 2);
   require_finished_and_nothing_taken(r);
 }
+
+TEST_CASE("110 streams: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("110-streams"));
+}
+
+TEST_CASE("110 streams: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("110-streams");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
