@@ -1,6 +1,7 @@
 #include "scenarios.hpp"
 
 #include <algorithm>
+#include <random>
 #include <thread>
 #include <stdexcept>
 
@@ -264,6 +265,113 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   std::string out;
   for (auto& i : items) out += (out.empty() ? "" : sep) + i;
   return out;
+}
+
+}  // namespace worker_loop
+
+namespace worker_loop {
+
+std::string Chaos::summary() const {
+  return "seed " + std::to_string(seed) + ": " + std::to_string(jobs) + " jobs, " + std::to_string(kills) +
+         " kill -9 (" + join(killed) + "; " + (killed.empty() ? "-" : killed[0]) + " never restarted): " +
+         std::to_string(jobs - static_cast<int>(lost.size())) + " done, " + std::to_string(lost.size()) +
+         " lost (" + std::to_string(stranded.size()) + " stranded in a dead worker's list), " +
+         std::to_string(duplicates) + " duplicate runs, " + std::to_string(over_cap.size()) + " over the cap of " +
+         std::to_string(max_attempts) + ", " + std::to_string(dead_lettered) + " dead-lettered, " +
+         std::to_string(elapsed_ms) + " ms";
+}
+
+Chaos chaos(RedisServer& redis, const Stage& s, unsigned seed, int jobs, int kills) {
+  auto& c = redis.client();
+  Chaos r;
+  r.seed = seed;
+  r.jobs = jobs;
+  r.kills = kills;
+  r.max_attempts = kills + 1;  // no job can be interrupted more often than there are kills
+  std::mt19937 rng(seed);
+  Settings cfg;
+  cfg.workers = 2;
+  cfg.step = milliseconds(10);
+  cfg.block = milliseconds(200);
+  cfg.lease = milliseconds(500);
+  cfg.max_attempts = r.max_attempts;
+  std::vector<std::string> ids;
+  for (int i = 1; i <= jobs; i += 500) {
+    std::vector<std::string> push = s.streams ? std::vector<std::string>{} : std::vector<std::string>{"RPUSH", cfg.queue};
+    for (int j = i; j < std::min(jobs + 1, i + 500); ++j) {
+      ids.push_back("c" + std::to_string(j));
+      if (s.streams)
+        produce(c, cfg.queue, payload(ids.back(), 2), true);
+      else
+        push.push_back(payload(ids.back(), 2));
+    }
+    if (!s.streams) c.command(push);
+  }
+  auto t0 = testkit::Clock::now();
+  std::map<std::string, std::unique_ptr<Process>> live;
+  int next_name = 1;
+  auto launch = [&] {
+    std::string name = "w" + std::to_string(next_name++);
+    Settings named = cfg;
+    named.name = name;
+    live[name] = start(s, redis, named);
+  };
+  for (int i = 0; i < 3; ++i) launch();
+  for (auto& [name, p] : live) p->expect_line(": step 1/", milliseconds(10000));  // jobs are flowing
+  std::uniform_int_distribution<int> pause_ms(100, 400);
+  for (int k = 0; k < kills; ++k) {
+    // A random moment: the point of the experiment, not a wait for an event.
+    std::this_thread::sleep_for(milliseconds(pause_ms(rng)));
+    std::uniform_int_distribution<std::size_t> pick(0, live.size() - 1);
+    auto it = std::next(live.begin(), static_cast<long>(pick(rng)));
+    it->second->kill();
+    r.killed.push_back(it->first);
+    live.erase(it);
+    if (k > 0) launch();  // under a new name; the first one killed never returns
+  }
+  // Drained: every job done, or (stages that never reap) every job either
+  // done or parked in a dead worker's processing list, the queue empty.
+  auto dead_lists = [&] {
+    std::vector<std::string> held;
+    for (auto& name : r.killed)
+      for (auto& list : c.array({"KEYS", cfg.queue + ":processing:" + name + ":*"}))
+        for (auto& p : c.array({"LRANGE", list, "0", "-1"})) held.push_back(p);
+    return held;
+  };
+  auto deadline = t0 + testkit::scaled(milliseconds(60000));
+  while (testkit::Clock::now() < deadline) {
+    long long done = c.integer({"SCARD", cfg.queue + ":done"});
+    long long dead = c.integer({"LLEN", cfg.queue + ":dead"});
+    if (done + dead >= jobs) break;
+    if (!s.lease && !s.streams && waiting_payloads(c, cfg.queue).size() == dead_lists().size() &&
+        done + dead + static_cast<long long>(dead_lists().size()) >= jobs)
+      break;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  r.elapsed_ms = std::chrono::duration_cast<milliseconds>(testkit::Clock::now() - t0).count();
+  for (auto& [name, p] : live) {
+    p->send_signal(SIGTERM);
+    p->wait_exit(milliseconds(10000));
+  }
+  auto held = dead_lists();
+  auto done = c.smembers(cfg.queue + ":done");
+  std::map<std::string, std::string> attempts;
+  {
+    auto flat = c.array({"HGETALL", cfg.queue + ":attempts"});
+    for (std::size_t i = 0; i + 1 < flat.size(); i += 2) attempts[flat[i]] = flat[i + 1];
+  }
+  for (auto& id : ids) {
+    if (!done.count(id)) {
+      r.lost.push_back(id);
+      for (auto& p : held)
+        if (p == payload(id, 2)) r.stranded.push_back(id);
+    }
+    long long runs = attempts.count(id) ? std::stoll(attempts[id]) : 0;
+    if (runs > 1) r.duplicates += runs - 1;
+    if (runs > r.max_attempts) r.over_cap.push_back(id);
+  }
+  r.dead_lettered = c.integer({"LLEN", cfg.queue + ":dead"});
+  return r;
 }
 
 }  // namespace worker_loop

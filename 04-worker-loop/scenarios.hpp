@@ -9,6 +9,7 @@
 #pragma once
 
 #include <csignal>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -134,5 +135,29 @@ struct KillRestart {
 KillRestart kill_and_restart(testkit::RedisServer& redis, const Stage& s, Settings cfg);
 
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
+
+}  // namespace worker_loop
+
+namespace worker_loop {
+
+// The chaos experiment: `jobs` jobs of 2 steps, three worker processes of 2
+// workers each (w1, w2, w3) on one queue, and `kills` kill -9s of a random
+// live process at random moments. The first process killed never comes
+// back; each later one is replaced by a process with a new name (w4, ...).
+// Then the survivors are left to drain the queue. Everything random comes
+// from `seed`.
+struct Chaos {
+  unsigned seed = 0;
+  int jobs = 0, kills = 0, max_attempts = 0;
+  std::vector<std::string> killed;      // names, in order; killed[0] never came back
+  std::vector<std::string> lost;        // ids never done
+  std::vector<std::string> stranded;    // ... of which sit in a dead worker's processing list
+  std::vector<std::string> over_cap;    // ids started more often than --max-attempts
+  long long dead_lettered = 0;
+  long long duplicates = 0;             // runs beyond the first, summed over all ids
+  long long elapsed_ms = 0;
+  std::string summary() const;          // one line, for the test log and the tour
+};
+Chaos chaos(testkit::RedisServer& redis, const Stage& s, unsigned seed, int jobs, int kills = 5);
 
 }  // namespace worker_loop
