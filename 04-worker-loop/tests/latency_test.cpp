@@ -131,3 +131,36 @@ TEST_CASE("110 streams: a SIGTERM while all workers wait for jobs stops the pool
   REQUIRE(r.exited_ok());
   CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
 }
+
+TEST_CASE("070 attempt-cap: a SIGTERM while all workers wait for jobs stops the pool within the blocking timeout") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.block = milliseconds(1000);
+  cfg.workers = 4;
+  auto r = stop_while_idle(redis, stage("070-attempt-cap"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+}
+
+TEST_CASE("080 claim-key: a SIGTERM while all workers wait for jobs stops the pool within the blocking timeout") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.block = milliseconds(1000);
+  cfg.workers = 4;
+  auto r = stop_while_idle(redis, stage("080-claim-key"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+}
+
+TEST_CASE("090 hand-back: a SIGTERM while all workers wait for jobs stops the pool within the blocking timeout") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.block = milliseconds(1000);
+  cfg.workers = 4;
+  auto r = stop_while_idle(redis, stage("090-hand-back"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+}
