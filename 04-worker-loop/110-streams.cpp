@@ -528,9 +528,16 @@ void unblock_workers(const std::string& host, int port, Status& status) {
   Redis redis(host, port, milliseconds(1000));
   std::string why;
   if (!redis.connect(why)) return;  // then each worker wakes at --block-ms, as before
+  // A worker that checked its token just before the stop may send its
+  // blocking command just after this one: so unblock again, every 2 ms, for
+  // up to 50 ms, or until every worker has left its loop.
   try {
-    for (long long id : ids)
-      if (id >= 0) redis.command({"CLIENT", "UNBLOCK", std::to_string(id)});
+    for (int round = 0; round < 25; ++round) {
+      for (long long id : ids)
+        if (id >= 0) redis.command({"CLIENT", "UNBLOCK", std::to_string(id)});
+      std::unique_lock lock(status.mu);
+      if (status.cv.wait_for(lock, milliseconds(2), [&] { return status.running == 0; })) return;
+    }
   } catch (const std::exception&) {
   }
 }
