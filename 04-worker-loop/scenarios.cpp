@@ -245,7 +245,8 @@ KillRestart kill_and_restart(RedisServer& redis, const Stage& s, Settings cfg) {
     // have been idle for --min-idle-ms: wait for that event, the last job
     // done (bounded), rather than for a time.
     auto deadline = testkit::Clock::now() + testkit::scaled(milliseconds(30000));
-    while (s.streams && idle && c.integer({"SCARD", cfg.queue + ":done"}) < static_cast<long long>(r.produced.size()) &&
+    auto produced = static_cast<long long>(r.produced.size());
+    while (s.streams && idle && c.integer({"SCARD", cfg.queue + ":done"}) < produced &&
            testkit::Clock::now() < deadline)
       std::this_thread::sleep_for(milliseconds(20));
     p->kill();
@@ -297,7 +298,7 @@ Chaos chaos(RedisServer& redis, const Stage& s, unsigned seed, int jobs, int kil
   cfg.max_attempts = r.max_attempts;
   std::vector<std::string> ids;
   for (int i = 1; i <= jobs; i += 500) {
-    std::vector<std::string> push = s.streams ? std::vector<std::string>{} : std::vector<std::string>{"RPUSH", cfg.queue};
+    std::vector<std::string> push = {"RPUSH", cfg.queue};  // lists: 500 jobs a command
     for (int j = i; j < std::min(jobs + 1, i + 500); ++j) {
       ids.push_back("c" + std::to_string(j));
       if (s.streams)
