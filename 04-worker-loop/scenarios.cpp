@@ -1,6 +1,8 @@
 #include "scenarios.hpp"
 
 #include <algorithm>
+#include <random>
+#include <thread>
 #include <stdexcept>
 
 #ifndef CHAPTER_BIN_DIR
@@ -14,11 +16,17 @@ using testkit::RedisServer;
 
 const std::vector<Stage>& stages() {
   static const std::vector<Stage> all = {
-      {"010-naive-loop", false, false, false, false},
-      {"020-flag-around-sleep", true, false, false, false},
-      {"030-interruptible-wait", true, true, false, false},
-      {"040-reliable-queue", true, true, true, false},
-      {"050-worker-pool", true, true, true, true},
+      {"010-naive-loop", false, false, false, false, false},
+      {"020-flag-around-sleep", true, false, false, false, false},
+      {"030-interruptible-wait", true, true, false, false, false},
+      {"040-reliable-queue", true, true, true, false, false},
+      {"050-worker-pool", true, true, true, true, false},
+      {"060-leased-names", true, true, true, true, true},
+      {"070-attempt-cap", true, true, true, true, true, true},
+      {"080-claim-key", true, true, true, true, true, true},
+      {"090-hand-back", true, true, true, true, true, true},
+      {"100-unblock-idle", true, true, true, true, true, true},
+      {"110-streams", true, true, true, true, false, true, true},
   };
   return all;
 }
@@ -41,6 +49,10 @@ std::vector<std::string> command_line(const Stage& s, const RedisServer& redis, 
   }
   if (s.budget) argv.insert(argv.end(), {"--budget-ms", std::to_string(cfg.budget.count())});
   if (s.pool) argv.insert(argv.end(), {"--workers", std::to_string(cfg.workers)});
+  if (s.pool && !cfg.name.empty()) argv.insert(argv.end(), {"--name", cfg.name});
+  if (s.lease) argv.insert(argv.end(), {"--lease-ms", std::to_string(cfg.lease.count())});
+  if (s.streams) argv.insert(argv.end(), {"--min-idle-ms", std::to_string(cfg.lease.count())});
+  if (s.cap) argv.insert(argv.end(), {"--max-attempts", std::to_string(cfg.max_attempts)});
   return argv;
 }
 
@@ -52,17 +64,29 @@ std::unique_ptr<Process> start(const Stage& s, const RedisServer& redis, const S
 
 std::string payload(const std::string& id, int steps) { return "id=" + id + " steps=" + std::to_string(steps); }
 
+void produce(testkit::RedisClient& redis, const std::string& queue, const std::string& p, bool stream) {
+  if (stream)
+    redis.command({"XADD", queue, "*", "payload", p});
+  else
+    redis.command({"RPUSH", queue, p});
+}
+
 std::vector<std::string> push_jobs(testkit::RedisClient& redis, const std::string& queue, const std::string& prefix,
-                                   int count, int steps) {
+                                   int count, int steps, bool stream) {
   std::vector<std::string> ids;
   for (int i = 1; i <= count; ++i) {
     ids.push_back(prefix + std::to_string(i));
-    redis.command({"RPUSH", queue, payload(ids.back(), steps)});
+    produce(redis, queue, payload(ids.back(), steps), stream);
   }
   return ids;
 }
 
 std::vector<std::string> waiting_payloads(testkit::RedisClient& redis, const std::string& queue) {
+  if (redis.command({"TYPE", queue}) == "stream") {
+    std::vector<std::string> all;
+    for (auto& e : redis.array({"XRANGE", queue, "-", "+"})) all.push_back(e.substr(e.rfind('\n') + 1));
+    return all;
+  }
   std::vector<std::string> lists = {queue};
   for (auto& key : redis.array({"KEYS", queue + ":processing*"})) lists.push_back(key);
   std::sort(lists.begin() + 1, lists.end());
@@ -137,7 +161,7 @@ namespace {
 std::unique_ptr<Process> start_busy(RedisServer& redis, const Stage& s, const Settings& cfg,
                                     std::vector<std::string>& ids, std::vector<std::string>& running) {
   int n = workers(s, cfg);
-  ids = push_jobs(redis.client(), cfg.queue, "j", n + 2, 4);
+  ids = push_jobs(redis.client(), cfg.queue, "j", n + 2, 4, s.streams);
   auto p = start(s, redis, cfg);
   // FIFO: the first n jobs go to the n workers, in whatever order they grab them.
   running.assign(ids.begin(), ids.begin() + n);
@@ -178,7 +202,7 @@ Overrun stop_during_long_job(RedisServer& redis, const Stage& s, Settings cfg, i
   Overrun r;
   r.job = "long";
   r.steps = steps;
-  redis.client().command({"RPUSH", cfg.queue, payload(r.job, steps)});
+  produce(redis.client(), cfg.queue, payload(r.job, steps), s.streams);
   auto p = start(s, redis, cfg);
   p->expect_line("job long: step 1/", milliseconds(10000));
   auto sent = p->send_signal(SIGTERM);
@@ -190,7 +214,7 @@ Overrun stop_during_long_job(RedisServer& redis, const Stage& s, Settings cfg, i
 
 Stopped second_signal(RedisServer& redis, const Stage& s, Settings cfg, milliseconds bound) {
   Stopped r;
-  redis.client().command({"RPUSH", cfg.queue, payload("long", 100)});
+  produce(redis.client(), cfg.queue, payload("long", 100), s.streams);
   auto p = start(s, redis, cfg);
   p->expect_line("job long: step 1/", milliseconds(10000));
   p->send_signal(SIGTERM);
@@ -217,6 +241,14 @@ KillRestart kill_and_restart(RedisServer& redis, const Stage& s, Settings cfg) {
     bool idle = true;
     for (int i = 0; i < workers(s, cfg) && idle; ++i)
       idle = p->wait_for_line("idle: queue empty", milliseconds(30000)).has_value();
+    // A stream's entries of the killed consumers come back only once they
+    // have been idle for --min-idle-ms: wait for that event, the last job
+    // done (bounded), rather than for a time.
+    auto deadline = testkit::Clock::now() + testkit::scaled(milliseconds(30000));
+    auto produced = static_cast<long long>(r.produced.size());
+    while (s.streams && idle && c.integer({"SCARD", cfg.queue + ":done"}) < produced &&
+           testkit::Clock::now() < deadline)
+      std::this_thread::sleep_for(milliseconds(20));
     p->kill();
     r.transcript += p->transcript();
     if (!idle) throw testkit::Failure("the restarted stage never went idle\n" + r.transcript);
@@ -234,6 +266,113 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   std::string out;
   for (auto& i : items) out += (out.empty() ? "" : sep) + i;
   return out;
+}
+
+}  // namespace worker_loop
+
+namespace worker_loop {
+
+std::string Chaos::summary() const {
+  return "seed " + std::to_string(seed) + ": " + std::to_string(jobs) + " jobs, " + std::to_string(kills) +
+         " kill -9 (" + join(killed) + "; " + (killed.empty() ? "-" : killed[0]) + " never restarted): " +
+         std::to_string(jobs - static_cast<int>(lost.size())) + " done, " + std::to_string(lost.size()) +
+         " lost (" + std::to_string(stranded.size()) + " stranded in a dead worker's list), " +
+         std::to_string(duplicates) + " duplicate runs, " + std::to_string(over_cap.size()) + " over the cap of " +
+         std::to_string(max_attempts) + ", " + std::to_string(dead_lettered) + " dead-lettered, " +
+         std::to_string(elapsed_ms) + " ms";
+}
+
+Chaos chaos(RedisServer& redis, const Stage& s, unsigned seed, int jobs, int kills) {
+  auto& c = redis.client();
+  Chaos r;
+  r.seed = seed;
+  r.jobs = jobs;
+  r.kills = kills;
+  r.max_attempts = kills + 1;  // no job can be interrupted more often than there are kills
+  std::mt19937 rng(seed);
+  Settings cfg;
+  cfg.workers = 2;
+  cfg.step = milliseconds(10);
+  cfg.block = milliseconds(200);
+  cfg.lease = milliseconds(500);
+  cfg.max_attempts = r.max_attempts;
+  std::vector<std::string> ids;
+  for (int i = 1; i <= jobs; i += 500) {
+    std::vector<std::string> push = {"RPUSH", cfg.queue};  // lists: 500 jobs a command
+    for (int j = i; j < std::min(jobs + 1, i + 500); ++j) {
+      ids.push_back("c" + std::to_string(j));
+      if (s.streams)
+        produce(c, cfg.queue, payload(ids.back(), 2), true);
+      else
+        push.push_back(payload(ids.back(), 2));
+    }
+    if (!s.streams) c.command(push);
+  }
+  auto t0 = testkit::Clock::now();
+  std::map<std::string, std::unique_ptr<Process>> live;
+  int next_name = 1;
+  auto launch = [&] {
+    std::string name = "w" + std::to_string(next_name++);
+    Settings named = cfg;
+    named.name = name;
+    live[name] = start(s, redis, named);
+  };
+  for (int i = 0; i < 3; ++i) launch();
+  for (auto& [name, p] : live) p->expect_line(": step 1/", milliseconds(10000));  // jobs are flowing
+  std::uniform_int_distribution<int> pause_ms(100, 400);
+  for (int k = 0; k < kills; ++k) {
+    // A random moment: the point of the experiment, not a wait for an event.
+    std::this_thread::sleep_for(milliseconds(pause_ms(rng)));
+    std::uniform_int_distribution<std::size_t> pick(0, live.size() - 1);
+    auto it = std::next(live.begin(), static_cast<long>(pick(rng)));
+    it->second->kill();
+    r.killed.push_back(it->first);
+    live.erase(it);
+    if (k > 0) launch();  // under a new name; the first one killed never returns
+  }
+  // Drained: every job done, or (stages that never reap) every job either
+  // done or parked in a dead worker's processing list, the queue empty.
+  auto dead_lists = [&] {
+    std::vector<std::string> held;
+    for (auto& name : r.killed)
+      for (auto& list : c.array({"KEYS", cfg.queue + ":processing:" + name + ":*"}))
+        for (auto& p : c.array({"LRANGE", list, "0", "-1"})) held.push_back(p);
+    return held;
+  };
+  auto deadline = t0 + testkit::scaled(milliseconds(60000));
+  while (testkit::Clock::now() < deadline) {
+    long long done = c.integer({"SCARD", cfg.queue + ":done"});
+    long long dead = c.integer({"LLEN", cfg.queue + ":dead"});
+    if (done + dead >= jobs) break;
+    if (!s.lease && !s.streams && waiting_payloads(c, cfg.queue).size() == dead_lists().size() &&
+        done + dead + static_cast<long long>(dead_lists().size()) >= jobs)
+      break;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  r.elapsed_ms = std::chrono::duration_cast<milliseconds>(testkit::Clock::now() - t0).count();
+  for (auto& [name, p] : live) {
+    p->send_signal(SIGTERM);
+    p->wait_exit(milliseconds(10000));
+  }
+  auto held = dead_lists();
+  auto done = c.smembers(cfg.queue + ":done");
+  std::map<std::string, std::string> attempts;
+  {
+    auto flat = c.array({"HGETALL", cfg.queue + ":attempts"});
+    for (std::size_t i = 0; i + 1 < flat.size(); i += 2) attempts[flat[i]] = flat[i + 1];
+  }
+  for (auto& id : ids) {
+    if (!done.count(id)) {
+      r.lost.push_back(id);
+      for (auto& p : held)
+        if (p == payload(id, 2)) r.stranded.push_back(id);
+    }
+    long long runs = attempts.count(id) ? std::stoll(attempts[id]) : 0;
+    if (runs > 1) r.duplicates += runs - 1;
+    if (runs > r.max_attempts) r.over_cap.push_back(id);
+  }
+  r.dead_lettered = c.integer({"LLEN", cfg.queue + ":dead"});
+  return r;
 }
 
 }  // namespace worker_loop

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <csignal>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -28,7 +29,10 @@ struct Stage {
   bool graceful;     // handles SIGTERM at all (020 on)
   bool budget;       // --budget-ms, a second signal forces exit (030 on)
   bool reliable;     // processing list, --block-ms instead of --interval (040 on)
-  bool pool;         // --workers (050)
+  bool pool;         // --workers, --name (050 on)
+  bool lease;        // --lease-ms: a name is a lease, expired ones are reaped (060 on)
+  bool cap = false;  // --max-attempts: a job that never finishes is dead-lettered (070 on)
+  bool streams = false;  // a stream and a consumer group; --min-idle-ms instead of --lease-ms (110)
 };
 const std::vector<Stage>& stages();
 const Stage& stage(std::string_view name);
@@ -40,7 +44,10 @@ struct Settings {
   milliseconds block{500};      // longest wait for a job (040-050)
   milliseconds step{100};       // one step of a job
   milliseconds budget{5000};    // stop budget (030-050)
-  int workers = 2;              // 050
+  int workers = 2;              // 050 on
+  std::string name;             // --name (050 on); empty: the stage's default
+  milliseconds lease{2000};     // --lease-ms (060 on), --min-idle-ms (110)
+  int max_attempts = 5;         // --max-attempts (070 on)
 };
 
 // How many jobs the stage runs at once.
@@ -52,9 +59,12 @@ std::unique_ptr<testkit::Process> start(const Stage& s, const testkit::RedisServ
 
 // --- the producer's and the checker's view of the queue ---------------------
 std::string payload(const std::string& id, int steps);
+// Adds one payload as a producer would: RPUSH to the list, or XADD to the
+// stream (field "payload") for the stages that read a stream.
+void produce(testkit::RedisClient& redis, const std::string& queue, const std::string& payload, bool stream);
 // Pushes jobs <prefix>1..<prefix>count, each of `steps` steps; returns ids.
 std::vector<std::string> push_jobs(testkit::RedisClient& redis, const std::string& queue, const std::string& prefix,
-                                   int count, int steps);
+                                   int count, int steps, bool stream = false);
 
 struct JobState {
   long long steps_written = 0;  // fields of <queue>:steps:<id>
@@ -65,7 +75,8 @@ struct JobState {
   std::string str(int steps) const;  // "done", "half done (1/4 steps), gone from the queue", ...
 };
 JobState job_state(testkit::RedisClient& redis, const std::string& queue, const std::string& id);
-// Every payload in the queue and in every processing list of the queue.
+// Every payload in the queue and in every processing list of the queue (for
+// a stream: every entry not yet acknowledged, since an ack deletes it).
 std::vector<std::string> waiting_payloads(testkit::RedisClient& redis, const std::string& queue);
 
 // --- scenarios ---------------------------------------------------------------
@@ -124,5 +135,29 @@ struct KillRestart {
 KillRestart kill_and_restart(testkit::RedisServer& redis, const Stage& s, Settings cfg);
 
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
+
+}  // namespace worker_loop
+
+namespace worker_loop {
+
+// The chaos experiment: `jobs` jobs of 2 steps, three worker processes of 2
+// workers each (w1, w2, w3) on one queue, and `kills` kill -9s of a random
+// live process at random moments. The first process killed never comes
+// back; each later one is replaced by a process with a new name (w4, ...).
+// Then the survivors are left to drain the queue. Everything random comes
+// from `seed`.
+struct Chaos {
+  unsigned seed = 0;
+  int jobs = 0, kills = 0, max_attempts = 0;
+  std::vector<std::string> killed;      // names, in order; killed[0] never came back
+  std::vector<std::string> lost;        // ids never done
+  std::vector<std::string> stranded;    // ... of which sit in a dead worker's processing list
+  std::vector<std::string> over_cap;    // ids started more often than --max-attempts
+  long long dead_lettered = 0;
+  long long duplicates = 0;             // runs beyond the first, summed over all ids
+  long long elapsed_ms = 0;
+  std::string summary() const;          // one line, for the test log and the tour
+};
+Chaos chaos(testkit::RedisServer& redis, const Stage& s, unsigned seed, int jobs, int kills = 5);
 
 }  // namespace worker_loop

@@ -19,8 +19,9 @@ int main() {
 
     testkit::Scoreboard board(
         "04-worker-loop: a queue worker gets SIGTERM mid-job, SIGTERM while idle, a job longer than its budget, "
-        "and kill -9 + restart",
-        {"handles SIGTERM", "no lost work", "stop latency (idle)", "bounded", "survives SIGKILL"});
+        "kill -9 + restart, and chaos",
+        {"handles SIGTERM", "no lost work", "stop latency (idle)", "bounded", "survives SIGKILL",
+         "chaos: kill -9, new names"});
     for (auto& s : stages()) {
       std::vector<testkit::Cell> row;
       {
@@ -61,6 +62,14 @@ int main() {
         for (auto& [id, runs] : r.reruns) text += ", " + id + " ran " + std::to_string(runs) + "x";
         row.push_back(testkit::verdict(r.lost.empty(), text));
       }
+      if (!s.pool) {
+        row.push_back(testkit::skipped("one process"));
+      } else {
+        RedisServer redis;
+        auto r = chaos(redis, s, 1, 300);  // a fixed seed: the same kill schedule every time
+        std::string text = std::to_string(r.lost.size()) + " lost, " + std::to_string(r.duplicates) + " dup runs";
+        row.push_back(testkit::verdict(r.lost.empty() && r.over_cap.empty(), text));
+      }
       board.add_row(s.name, row);
     }
     board.add_note("interval 2000 ms (040+: blocking wait 500 ms), jobs of 4 steps x 100 ms, stop budget 1000 ms");
@@ -69,6 +78,8 @@ int main() {
     board.add_note("bounded: a 2 s job gets SIGTERM at step 1; the stop must end within the 1000 ms budget");
     board.add_note("survives SIGKILL: kill -9 once each worker is at step 1 of a job, restart: every job must end up "
                    "done");
+    board.add_note("chaos: 300 jobs, 3 processes of 2 workers, 5 kill -9 at random moments (seed 1), killed processes "
+                   "replaced under new names except the first; every job must end up done");
     std::fputs(board.render().c_str(), stdout);
     return 0;
   } catch (const std::exception& e) {

@@ -1,13 +1,15 @@
 // 04-worker-loop-bench: the figures the README records.
 //
-//  1. Stop latency of 020, 030, 040 and 050 for a fixed interval (040+: the
+//  1. Stop latency of 020, 030, 040, 050, 090, 100 and 110 for a fixed interval (040+: the
 //     blocking wait) and job length, with SIGTERM sent mid-job (at step 1 of
 //     4) and while idle. Each figure is the median and the maximum of
 //     --runs runs.
 //  2. Jobs per second: 030 with --interval 0 (a plain loop doing the same
 //     Redis work with LPOP: 4 round trips a job) against 040 (BLMOVE, the
 //     idempotency check and the MULTI/EXEC ack: 8 round trips a job) and 050
-//     with 4 workers: the cost of the reliable queue. Best of three runs.
+//     with 4 workers: the cost of the reliable queue. Then the final list
+//     stage (100: lease, claim key, attempt cap) and the stream stage (110)
+//     with 1 and 4 workers. Best of three runs.
 //
 //   04-worker-loop-bench [--runs N] [--jobs N]
 #include <algorithm>
@@ -45,8 +47,13 @@ double jobs_per_second_once(const Stage& s, int jobs, int workers) {
   cfg.workers = workers;
   for (int i = 0; i < jobs; i += 500) {
     std::vector<std::string> push = {"RPUSH", cfg.queue};
-    for (int j = i; j < std::min(jobs, i + 500); ++j) push.push_back(payload("j" + std::to_string(j), 1));
-    c.command(push);
+    for (int j = i; j < std::min(jobs, i + 500); ++j) {
+      if (s.streams)
+        produce(c, cfg.queue, payload("j" + std::to_string(j), 1), true);
+      else
+        push.push_back(payload("j" + std::to_string(j), 1));
+    }
+    if (!s.streams) c.command(push);
   }
   auto p = start(s, redis, cfg);
   auto t0 = testkit::Clock::now();
@@ -81,7 +88,7 @@ int main(int argc, char** argv) {
                 "jobs of 4 steps x 100 ms, %d runs\n", runs);
     std::printf("%-24s %18s %18s\n", "stage", "mid-job med/max", "idle med/max");
     for (const char* name : {"020-flag-around-sleep", "030-interruptible-wait", "040-reliable-queue",
-                             "050-worker-pool"}) {
+                             "050-worker-pool", "090-hand-back", "100-unblock-idle", "110-streams"}) {
       std::vector<long long> mid, idle;
       for (int i = 0; i < runs; ++i) {
         {
@@ -104,6 +111,12 @@ int main(int argc, char** argv) {
     std::printf("%-40s %10.0f\n", "040 reliable queue (BLMOVE + ack)",
                 jobs_per_second(stage("040-reliable-queue"), jobs, 1));
     std::printf("%-40s %10.0f\n", "050 reliable queue, 4 workers", jobs_per_second(stage("050-worker-pool"), jobs, 4));
+    std::printf("%-40s %10.0f\n", "100 lists + lease + claim, 1 worker",
+                jobs_per_second(stage("100-unblock-idle"), jobs, 1));
+    std::printf("%-40s %10.0f\n", "100 lists + lease + claim, 4 workers",
+                jobs_per_second(stage("100-unblock-idle"), jobs, 4));
+    std::printf("%-40s %10.0f\n", "110 streams, 1 worker", jobs_per_second(stage("110-streams"), jobs, 1));
+    std::printf("%-40s %10.0f\n", "110 streams, 4 workers", jobs_per_second(stage("110-streams"), jobs, 4));
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "04-worker-loop-bench: %s\n", e.what());

@@ -123,3 +123,94 @@ TEST_CASE("050 worker-pool: a second SIGTERM forces exit 1 at once") {
   CHECK(r.status->code == 1);
   CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
 }
+
+TEST_CASE("060 leased-names: a second SIGTERM forces exit 1 at once") {
+  testkit::RedisServer redis;
+  auto r = second_signal(redis, stage("060-leased-names"), long_job_settings(), milliseconds(3000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+}
+
+TEST_CASE("080 claim-key: a job abandoned at the budget stays in the processing list, out of every other worker's reach") {
+  testkit::RedisServer redis;
+  auto cfg = long_job_settings();
+  auto r = stop_during_long_job(redis, stage("080-claim-key"), cfg, 10, milliseconds(1000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->code == 1);
+  auto& c = redis.client();
+  CHECK(c.integer({"LLEN", cfg.queue}) == 0);
+  CHECK(c.array({"LRANGE", cfg.queue + ":processing:worker:0", "0", "-1"}) ==
+        std::vector<std::string>{payload("long", 10)});
+}
+
+TEST_CASE("090 hand-back: a job abandoned at the budget is handed back to the queue and another worker finishes it at once") {
+  testkit::RedisServer redis;
+  auto cfg = long_job_settings();
+  cfg.lease = milliseconds(60000);  // a leftover in processing would wait this long
+  const auto& s = stage("090-hand-back");
+  auto r = stop_during_long_job(redis, s, cfg, 10, milliseconds(1000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+  CHECK(r.reported);
+  CHECK(r.err.find("handed back to the queue") != std::string::npos);
+  auto& c = redis.client();
+  CHECK(c.array({"LRANGE", cfg.queue, "0", "-1"}) == std::vector<std::string>{payload("long", 10)});
+  CHECK(c.integer({"EXISTS", cfg.queue + ":claim:long", cfg.queue + ":lease:worker"}) == 0);
+
+  cfg.step = milliseconds(10);
+  cfg.name = "other";
+  auto again = start(s, redis, cfg);
+  again->expect_line("job long: done", milliseconds(10000));
+  CHECK(job_state(c, cfg.queue, "long").attempts == 2);
+  again->send_signal(SIGTERM);
+  CHECK(again->expect_exit(milliseconds(5000)).ok());
+}
+
+TEST_CASE("090 hand-back: a second SIGTERM forces exit 1 at once") {
+  testkit::RedisServer redis;
+  auto r = second_signal(redis, stage("090-hand-back"), long_job_settings(), milliseconds(3000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+}
+
+TEST_CASE("110 streams: a job abandoned at the budget is given back and another worker finishes it at once") {
+  testkit::RedisServer redis;
+  auto cfg = long_job_settings();
+  cfg.lease = milliseconds(60000);  // --min-idle-ms: without the give-back it would wait this long
+  const auto& s = stage("110-streams");
+  auto r = stop_during_long_job(redis, s, cfg, 10, milliseconds(1000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
+  CHECK(r.reported);
+  CHECK(r.err.find("handed back to the queue") != std::string::npos);
+  CHECK(r.state.waiting);
+  cfg.step = milliseconds(10);
+  auto again = start(s, redis, cfg);
+  again->expect_line("job long: done", milliseconds(10000));
+  CHECK(job_state(redis.client(), cfg.queue, "long").attempts == 2);
+  again->send_signal(SIGTERM);
+  CHECK(again->expect_exit(milliseconds(5000)).ok());
+}
+
+TEST_CASE("110 streams: a second SIGTERM forces exit 1 at once") {
+  testkit::RedisServer redis;
+  auto r = second_signal(redis, stage("110-streams"), long_job_settings(), milliseconds(3000));
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->exited);
+  CHECK(r.status->code == 1);
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+}

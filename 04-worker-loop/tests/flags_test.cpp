@@ -40,6 +40,18 @@ std::vector<BadFlag> bad_flags(const Stage& s) {
     cases.push_back({{"--workers", "1000"}, "--workers"});
     cases.push_back({{"--name", "a:b"}, "--name"});
   }
+  if (s.cap) {
+    cases.push_back({{"--max-attempts", "0"}, "--max-attempts"});
+    cases.push_back({{"--max-attempts", "1001"}, "--max-attempts"});
+  }
+  if (s.streams) {
+    cases.push_back({{"--min-idle-ms", "0"}, "--min-idle-ms"});
+    cases.push_back({{"--lease-ms", "1000"}, "--lease-ms"});
+  }
+  if (s.lease) {
+    cases.push_back({{"--lease-ms", "0"}, "--lease-ms"});
+    cases.push_back({{"--lease-ms", "x"}, "--lease-ms"});
+  }
   return cases;
 }
 
@@ -71,3 +83,9 @@ TEST_CASE("040 reliable-queue: each bad flag is exit 2 with one line naming it")
   check_bad_flags("040-reliable-queue");
 }
 TEST_CASE("050 worker-pool: each bad flag is exit 2 with one line naming it") { check_bad_flags("050-worker-pool"); }
+TEST_CASE("060 leased-names: each bad flag is exit 2 with one line naming it") { check_bad_flags("060-leased-names"); }
+TEST_CASE("070 attempt-cap: each bad flag is exit 2 with one line naming it") { check_bad_flags("070-attempt-cap"); }
+TEST_CASE("080 claim-key: each bad flag is exit 2 with one line naming it") { check_bad_flags("080-claim-key"); }
+TEST_CASE("090 hand-back: each bad flag is exit 2 with one line naming it") { check_bad_flags("090-hand-back"); }
+TEST_CASE("100 unblock-idle: each bad flag is exit 2 with one line naming it") { check_bad_flags("100-unblock-idle"); }
+TEST_CASE("110 streams: each bad flag is exit 2 with one line naming it") { check_bad_flags("110-streams"); }

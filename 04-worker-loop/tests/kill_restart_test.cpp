@@ -80,3 +80,25 @@ TEST_CASE("050 worker-pool: a pool restarted with fewer workers still recovers t
   p->send_signal(SIGTERM);
   CHECK(p->expect_exit(milliseconds(5000)).ok());
 }
+
+TEST_CASE("060 leased-names: after SIGKILL with every worker mid-job, a restart under the same name waits out the old lease and runs each interrupted job again") {
+  auto r = run("060-leased-names");
+  INFO(r.transcript);
+  CHECK(r.killed.size() == 2);
+  CHECK(r.lost.empty());
+  CHECK(r.transcript.find("lease jobs:lease:worker is held: waiting for it to expire") != std::string::npos);
+  std::map<std::string, long long> expected;
+  for (auto& id : r.killed) expected[id] = 2;
+  CHECK(r.reruns == expected);
+}
+
+TEST_CASE("110 streams: after SIGKILL with every worker mid-job, a restart reclaims each interrupted job once it has been idle for --min-idle-ms") {
+  auto r = run("110-streams");
+  INFO(r.transcript);
+  CHECK(r.killed.size() == 2);
+  CHECK(r.lost.empty());
+  CHECK(r.transcript.find("reclaimed: 'id=j1 steps=4'") != std::string::npos);
+  std::map<std::string, long long> expected;
+  for (auto& id : r.killed) expected[id] = 2;
+  CHECK(r.reruns == expected);
+}

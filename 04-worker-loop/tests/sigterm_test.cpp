@@ -90,3 +90,63 @@ TEST_CASE("050 worker-pool: every job running at SIGTERM is finished and the que
   CHECK(r.running.size() == 2);
   require_finished_and_nothing_taken(r);
 }
+
+TEST_CASE("060 leased-names: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("060-leased-names"));
+}
+
+TEST_CASE("060 leased-names: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("060-leased-names");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
+
+TEST_CASE("110 streams: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("110-streams"));
+}
+
+TEST_CASE("110 streams: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("110-streams");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
+
+TEST_CASE("070 attempt-cap: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("070-attempt-cap"));
+}
+
+TEST_CASE("070 attempt-cap: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("070-attempt-cap");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
+
+TEST_CASE("080 claim-key: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("080-claim-key"));
+}
+
+TEST_CASE("080 claim-key: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("080-claim-key");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
+
+TEST_CASE("090 hand-back: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("090-hand-back"));
+}
+
+TEST_CASE("090 hand-back: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("090-hand-back");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
+
+TEST_CASE("100 unblock-idle: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("100-unblock-idle"));
+}
+
+TEST_CASE("100 unblock-idle: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("100-unblock-idle");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
