@@ -4,11 +4,13 @@
 
 #include "scenarios.hpp"
 #include "testkit/scoreboard.hpp"
+#include "testkit/tour.hpp"
 
 using namespace worker_loop;
 using testkit::RedisServer;
 
 int main() {
+  testkit::TourRuntime tour("04-worker-loop");  // progress; Ctrl-C/SIGTERM end every process
   try {
     Settings cfg;
     cfg.interval = milliseconds(2000);
@@ -24,7 +26,9 @@ int main() {
          "chaos: kill -9, new names"});
     for (auto& s : stages()) {
       std::vector<testkit::Cell> row;
+      tour.stage(s.name);
       {
+        tour.scenario("SIGTERM mid-job");
         RedisServer redis;
         auto r = stop_mid_job(redis, s, cfg);
         row.push_back(testkit::verdict(r.exited_ok(), r.status_text()));
@@ -35,12 +39,14 @@ int main() {
         row.push_back(testkit::skipped("killed"));
       } else {
         {
+          tour.scenario("SIGTERM while idle");
           RedisServer redis;
           auto r = stop_while_idle(redis, s, cfg);
           bool fast = r.exited_ok() && r.latency_ms <= budget;
           row.push_back(testkit::verdict(fast, r.status ? std::to_string(r.latency_ms) + " ms" : r.status_text()));
         }
         {
+          tour.scenario("a job longer than the budget");
           RedisServer redis;
           auto r = stop_during_long_job(redis, s, cfg, 20, milliseconds(1000));
           bool bounded = r.status && r.latency_ms <= budget + 500;
@@ -54,6 +60,7 @@ int main() {
         }
       }
       {
+        tour.scenario("kill -9 and restart");
         RedisServer redis;
         Settings quick = cfg;
         quick.interval = milliseconds(100);
@@ -65,6 +72,7 @@ int main() {
       if (!s.pool) {
         row.push_back(testkit::skipped("one process"));
       } else {
+        tour.scenario("chaos: kill -9 at random moments");
         RedisServer redis;
         auto r = chaos(redis, s, 1, 300);  // a fixed seed: the same kill schedule every time
         std::string text = std::to_string(r.lost.size()) + " lost, " + std::to_string(r.duplicates) + " dup runs";
@@ -80,6 +88,7 @@ int main() {
                    "done");
     board.add_note("chaos: 300 jobs, 3 processes of 2 workers, 5 kill -9 at random moments (seed 1), killed processes "
                    "replaced under new names except the first; every job must end up done");
+    tour.clear();
     std::fputs(board.render().c_str(), stdout);
     return 0;
   } catch (const std::exception& e) {
