@@ -317,6 +317,13 @@ StopReport run_stop_scenario(const std::string& binary, testkit::RedisServer& re
   testkit::Process& process = server.process();
   auto channel = channel_to({server.target()});
 
+  std::vector<std::unique_ptr<testkit::Process>> idle;
+  for (int i = 0; i < options.idle_clients; ++i) {
+    idle.push_back(std::make_unique<testkit::Process>(
+        std::vector<std::string>{options.hold_client_binary, "--connect", server.target()}));
+    idle.back()->expect_line("connected", milliseconds(10'000));
+  }
+
   std::vector<std::unique_ptr<TickStream>> streams;
   for (int i = 1; i <= options.streams; ++i) {
     streams.push_back(std::make_unique<TickStream>(channel, "stream-" + std::to_string(i)));
@@ -433,6 +440,9 @@ const std::vector<Stage>& stages() {
       {"020-shutdown-thread", {}, std::nullopt},
       {"030-shutdown-deadline", {"--shutdown-timeout-ms", "1000"}, milliseconds(1000)},
       {"040-health-drain",
+       {"--shutdown-timeout-ms", std::to_string(budget040.count()), "--drain-ms", std::to_string(drain.count())},
+       budget040},
+      {"050-last-call-closes",
        {"--shutdown-timeout-ms", std::to_string(budget040.count()), "--drain-ms", std::to_string(drain.count())},
        budget040},
   };

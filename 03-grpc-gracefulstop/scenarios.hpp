@@ -129,6 +129,10 @@ struct StopOptions {
   int sigterm_after = 0;    // SIGTERM once this many Work RPCs started on the server
                             // (and every stream is open); -1: after the load
   milliseconds exit_timeout = milliseconds(10'000);  // bounded wait for the exit
+  // Long-lived callers in processes of their own (hold-client): connected,
+  // channel kept open and idle, no call, until the server has exited.
+  int idle_clients = 0;
+  std::string hold_client_binary;
 };
 
 struct StopReport {
