@@ -83,6 +83,16 @@ const char* const kRetryServiceConfig = R"({
 })";
 // docs:end service-config
 
+// docs:begin no-retry-config
+// The same balancing and health checking, and no retry of any kind: gRPC's
+// transparent retries are switched off too (GRPC_ARG_ENABLE_RETRIES 0), so
+// every failure of a stopping server reaches the caller.
+const char* const kNoRetryServiceConfig = R"({
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "healthCheckConfig": {"serviceName": ""}
+})";
+// docs:end no-retry-config
+
 std::shared_ptr<grpc::Channel> channel_to(const std::vector<std::string>& targets,
                                           const std::string& service_config) {
   grpc::ChannelArguments args;
@@ -90,6 +100,7 @@ std::shared_ptr<grpc::Channel> channel_to(const std::vector<std::string>& target
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
+  if (service_config.find("retryPolicy") == std::string::npos) args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
   std::shared_ptr<grpc::Channel> channel;
   if (targets.size() == 1) {
     channel = grpc::CreateCustomChannel(targets[0], grpc::InsecureChannelCredentials(), args);

@@ -51,6 +51,8 @@ class Server {
 // health checks and a retry policy for UNAVAILABLE (kRetryServiceConfig).
 // Returns once connected (throws testkit::Failure after 10 s, scaled).
 extern const char* const kRetryServiceConfig;
+// round_robin and health checks, no retries at all (transparent ones included).
+extern const char* const kNoRetryServiceConfig;
 std::shared_ptr<grpc::Channel> channel_to(const std::vector<std::string>& targets,
                                           const std::string& service_config = kRetryServiceConfig);
 
