@@ -5,8 +5,10 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <set>
+#include <thread>
 
 #include "scenarios.hpp"
 
@@ -504,4 +506,69 @@ TEST_CASE("050 last-call-closes no errors to clients: a rolling restart with hea
   REQUIRE(r.load.rpcs.size() >= 100);
   REQUIRE(r.ok() == static_cast<int>(r.load.rpcs.size()));
   REQUIRE(r.lost().empty());
+}
+
+// ------------------------------------------------------------------ a health Watch opened by the application
+
+namespace {
+
+// grpc.health.v1 Watch on service "", read on a thread of its own: a stream
+// the application opened itself (not the one a load-balancing policy opens).
+class HealthWatch {
+ public:
+  explicit HealthWatch(std::shared_ptr<grpc::Channel> channel) : stub_(grpc::health::v1::Health::NewStub(channel)) {
+    grpc::health::v1::HealthCheckRequest request;
+    reader_ = stub_->Watch(&context_, request);
+    thread_ = std::thread([this] {
+      grpc::health::v1::HealthCheckResponse response;
+      while (reader_->Read(&response)) ++updates_;
+      reader_->Finish();
+    });
+  }
+  ~HealthWatch() {
+    context_.TryCancel();
+    thread_.join();
+  }
+  bool wait_first(milliseconds timeout) {
+    auto until = Clock::now() + testkit::scaled(timeout);
+    while (updates_ == 0 && Clock::now() < until) std::this_thread::sleep_for(milliseconds(5));
+    return updates_ > 0;
+  }
+
+ private:
+  std::unique_ptr<grpc::health::v1::Health::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<grpc::health::v1::HealthCheckResponse>> reader_;
+  std::atomic<int> updates_{0};
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("040 health-drain bounded with an application's health Watch open: no, it holds Shutdown() until the deadline") {
+  testkit::RedisServer redis;
+  const Stage& s = stage("040");
+  Server server(bin(s), redis.address(), s.args);
+  auto channel = channel_to({server.target()});
+  HealthWatch watch(channel);
+  REQUIRE(watch.wait_first(milliseconds(5000)));
+  auto signalled = server.process().send_signal(SIGTERM);
+  server.process().expect_exit(*s.budget + milliseconds(3000));
+  INFO(server.process().transcript());
+  REQUIRE(server.process().exit_time() - signalled >= *s.budget - milliseconds(50));
+}
+
+TEST_CASE("050 last-call-closes bounded with an application's health Watch open: exit 0 right after the drain") {
+  testkit::RedisServer redis;
+  const Stage& s = stage("050");
+  Server server(bin(s), redis.address(), s.args);
+  auto channel = channel_to({server.target()});
+  HealthWatch watch(channel);
+  REQUIRE(watch.wait_first(milliseconds(5000)));
+  auto signalled = server.process().send_signal(SIGTERM);
+  auto status = server.process().expect_exit(*s.budget + milliseconds(3000));
+  INFO(server.process().transcript());
+  REQUIRE(status.ok());
+  const milliseconds drain(std::stoll(s.args.at(3)));
+  REQUIRE(server.process().exit_time() - signalled <= drain + testkit::scaled(milliseconds(500)));
 }
