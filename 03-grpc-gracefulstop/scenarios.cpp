@@ -422,6 +422,9 @@ RollingReport run_rolling_restart(const std::string& binary, testkit::RedisServe
   servers.push_back(std::make_unique<Server>(binary, redis.address(), server_args));
   auto channel = channel_to({servers[0]->target(), servers[1]->target()}, service_config);
   Load load(channel, options);
+  // Both in service before the first stop (a rolling update starts from
+  // ready replicas): the balancer has a second server to move to.
+  for (auto& server : servers) server->process().expect_line("work: started", milliseconds(10'000));
   for (auto& server : servers) {
     // Wait until this server is serving part of the load, then replace it.
     server->process().expect_line("work: started", milliseconds(10'000));
