@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   support::Flags flags(argc, argv,
                        "usage: client [--rpcs N] [--rate PER_S (0 = no pacing)] [--concurrency N] [--work-ms MS] "
-                       "[--streams K] [--sigterm-after N (-1 = after the load)] [--exit-timeout-ms MS] "
+                       "[--streams K] [--idle-clients K] [--sigterm-after N (-1 = after the load)] [--exit-timeout-ms MS] "
                        "[--id-prefix P] [--verbose] (-- SERVER [ARGS] | --connect HOST:PORT[,...] [--redis HOST:PORT])");
   grpcstop::StopOptions options;
   options.load.rpcs = static_cast<int>(flags.integer("--rpcs", 20, 0, 1'000'000));
@@ -56,6 +56,10 @@ int main(int argc, char** argv) {
   options.load.work_ms = flags.integer("--work-ms", 300, 0, 60'000);
   options.load.id_prefix = flags.text("--id-prefix", "rpc", 32);
   options.streams = static_cast<int>(flags.integer("--streams", 0, 0, 100));
+  // Long-lived callers (hold-client, next to this program): connected, idle.
+  options.idle_clients = static_cast<int>(flags.integer("--idle-clients", 0, 0, 10));
+  const std::string self = argv[0];
+  options.hold_client_binary = self.substr(0, self.rfind('/') + 1) + "hold-client";
   options.sigterm_after = static_cast<int>(flags.integer("--sigterm-after", 0, -1, 1'000'000));
   options.exit_timeout = flags.millis("--exit-timeout-ms", 10'000, 1, 600'000);
   const bool verbose = flags.present("--verbose");
@@ -112,8 +116,9 @@ int main(int argc, char** argv) {
     }
     testkit::RedisServer redis;
     std::vector<std::string> server_args(flags.rest().begin() + 1, flags.rest().end());
-    std::printf("client: %d RPCs at %d/s, %lld ms of work each, %d stream(s); SIGTERM after %d started\n",
-                options.load.rpcs, options.load.rate, options.load.work_ms, options.streams, options.sigterm_after);
+    std::printf("client: %d RPCs at %d/s, %lld ms of work each, %d stream(s), %d idle client(s); SIGTERM after %d started\n",
+                options.load.rpcs, options.load.rate, options.load.work_ms, options.streams, options.idle_clients,
+                options.sigterm_after);
     grpcstop::StopReport report = grpcstop::run_stop_scenario(flags.rest().front(), redis, server_args, options);
     if (verbose) print_rpcs(report.load.rpcs);
     std::fputs(grpcstop::render(report).c_str(), stdout);

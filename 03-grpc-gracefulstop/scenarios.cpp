@@ -83,6 +83,16 @@ const char* const kRetryServiceConfig = R"({
 })";
 // docs:end service-config
 
+// docs:begin no-retry-config
+// The same balancing and health checking, and no retry of any kind: gRPC's
+// transparent retries are switched off too (GRPC_ARG_ENABLE_RETRIES 0), so
+// every failure of a stopping server reaches the caller.
+const char* const kNoRetryServiceConfig = R"({
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "healthCheckConfig": {"serviceName": ""}
+})";
+// docs:end no-retry-config
+
 std::shared_ptr<grpc::Channel> channel_to(const std::vector<std::string>& targets,
                                           const std::string& service_config) {
   grpc::ChannelArguments args;
@@ -90,6 +100,7 @@ std::shared_ptr<grpc::Channel> channel_to(const std::vector<std::string>& target
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
+  if (service_config.find("retryPolicy") == std::string::npos) args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
   std::shared_ptr<grpc::Channel> channel;
   if (targets.size() == 1) {
     channel = grpc::CreateCustomChannel(targets[0], grpc::InsecureChannelCredentials(), args);
@@ -317,6 +328,13 @@ StopReport run_stop_scenario(const std::string& binary, testkit::RedisServer& re
   testkit::Process& process = server.process();
   auto channel = channel_to({server.target()});
 
+  std::vector<std::unique_ptr<testkit::Process>> idle;
+  for (int i = 0; i < options.idle_clients; ++i) {
+    idle.push_back(std::make_unique<testkit::Process>(
+        std::vector<std::string>{options.hold_client_binary, "--connect", server.target()}));
+    idle.back()->expect_line("connected", milliseconds(10'000));
+  }
+
   std::vector<std::unique_ptr<TickStream>> streams;
   for (int i = 1; i <= options.streams; ++i) {
     streams.push_back(std::make_unique<TickStream>(channel, "stream-" + std::to_string(i)));
@@ -404,6 +422,9 @@ RollingReport run_rolling_restart(const std::string& binary, testkit::RedisServe
   servers.push_back(std::make_unique<Server>(binary, redis.address(), server_args));
   auto channel = channel_to({servers[0]->target(), servers[1]->target()}, service_config);
   Load load(channel, options);
+  // Both in service before the first stop (a rolling update starts from
+  // ready replicas): the balancer has a second server to move to.
+  for (auto& server : servers) server->process().expect_line("work: started", milliseconds(10'000));
   for (auto& server : servers) {
     // Wait until this server is serving part of the load, then replace it.
     server->process().expect_line("work: started", milliseconds(10'000));
@@ -433,6 +454,9 @@ const std::vector<Stage>& stages() {
       {"020-shutdown-thread", {}, std::nullopt},
       {"030-shutdown-deadline", {"--shutdown-timeout-ms", "1000"}, milliseconds(1000)},
       {"040-health-drain",
+       {"--shutdown-timeout-ms", std::to_string(budget040.count()), "--drain-ms", std::to_string(drain.count())},
+       budget040},
+      {"050-last-call-closes",
        {"--shutdown-timeout-ms", std::to_string(budget040.count()), "--drain-ms", std::to_string(drain.count())},
        budget040},
   };

@@ -51,6 +51,8 @@ class Server {
 // health checks and a retry policy for UNAVAILABLE (kRetryServiceConfig).
 // Returns once connected (throws testkit::Failure after 10 s, scaled).
 extern const char* const kRetryServiceConfig;
+// round_robin and health checks, no retries at all (transparent ones included).
+extern const char* const kNoRetryServiceConfig;
 std::shared_ptr<grpc::Channel> channel_to(const std::vector<std::string>& targets,
                                           const std::string& service_config = kRetryServiceConfig);
 
@@ -129,6 +131,10 @@ struct StopOptions {
   int sigterm_after = 0;    // SIGTERM once this many Work RPCs started on the server
                             // (and every stream is open); -1: after the load
   milliseconds exit_timeout = milliseconds(10'000);  // bounded wait for the exit
+  // Long-lived callers in processes of their own (hold-client): connected,
+  // channel kept open and idle, no call, until the server has exited.
+  int idle_clients = 0;
+  std::string hold_client_binary;
 };
 
 struct StopReport {

@@ -52,7 +52,17 @@ int main() {
 
     board.add_note("under load: 40 Work RPCs of 400 ms at 50/s, SIGTERM once 10 run on the server; the client");
     board.add_note("  polls health and holds back new RPCs once it reads NOT_SERVING. lost = started, never persisted.");
-    board.add_note("bounded: one Ticks stream open at SIGTERM; budgets: 030 1000 ms, 040 1500 ms (300 ms drain).");
+    board.add_note("bounded: one Ticks stream open at SIGTERM; budgets: 030 1000 ms, 040 and 050 1500 ms (300 ms drain).");
+    for (const char* prefix : {"040", "050"}) {
+      const Stage& s = stage(prefix);
+      StopOptions idle = under_load_options();
+      idle.idle_clients = 1;
+      idle.hold_client_binary = std::string(CHAPTER_BIN_DIR) + "/hold-client";
+      StopReport r = run_stop_scenario(std::string(CHAPTER_BIN_DIR) + "/" + s.name, redis, s.args, idle);
+      board.add_note("under load + 1 idle long-lived client, " + s.name + ": " +
+                     (r.exit ? r.exit->str() + ", " + ms(*r.shutdown_time) + " after SIGTERM" : std::string("hangs")) +
+                     ", last reply -> exit " + (r.last_reply_to_exit ? ms(*r.last_reply_to_exit) : std::string("-")) + ".");
+    }
     board.add_note("rolling restart, 2 x " + last.name + " behind round_robin + health checks + retries: " + std::to_string(r.ok()) +
                    "/" + std::to_string(r.load.rpcs.size()) + " OK, " +
                    std::to_string(static_cast<int>(r.load.rpcs.size()) - r.ok()) + " failed, " + std::to_string(r.lost().size()) + " lost.");

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Benchmarks for 03-grpc-gracefulstop. Prints two figures:
-#  1. RPCs/s of 040-health-drain versus 020-shutdown-thread (what the health
-#     service and the drain machinery cost while serving; target: within 3%),
-#     and versus 030 (same handlers, no drain) to tell the two costs apart.
+#  1. RPCs/s of 040-health-drain and 050-last-call-closes versus
+#     020-shutdown-thread (what the health service, the drain machinery and
+#     the call tracking cost while serving; target: within 3%), and versus
+#     030 (same handlers, no drain) to tell the costs apart. The stages run
+#     interleaved, round after round, so that a machine that gets busier
+#     slows them all alike.
 #  2. Time from the last in-flight RPC's reply to the process exit, after
-#     SIGTERM (target: p50 < 10 ms). --drain-ms 0 for 040: the drain is a
+#     SIGTERM, seen by a caller in another process (bench/exit_after_reply.cpp)
+#     that closes its channel, keeps it open, or keeps it open next to a
+#     second, idle, long-lived client. --drain-ms 0: the drain is a
 #     deliberate wait, not overhead.
 #
-#   03-grpc-gracefulstop/bench/bench.sh [BUILD_DIR (default build/default)] [ROUNDS (default 5)]
+#   03-grpc-gracefulstop/bench/bench.sh [BUILD_DIR (default build/default)] [ROUNDS (default 9)]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build/default}
-rounds=${2:-5}
+rounds=${2:-9}
 bin=$build/03-grpc-gracefulstop
 client=$bin/client
 work=$(mktemp -d)
@@ -43,28 +48,23 @@ throughput() {  # stage extra-args... -> RPCs/s of one round
 
 echo "machine: $(nproc) cores, $(uname -sr)"
 echo "1. throughput: 20000 Work RPCs (work_ms 0, SADD to Redis), 32 in flight, $rounds rounds each, interleaved"
-: >"$work/020"; : >"$work/030"; : >"$work/040"
+: >"$work/020"; : >"$work/030"; : >"$work/040"; : >"$work/050"
 for _ in $(seq "$rounds"); do
   throughput 020-shutdown-thread >>"$work/020"
   throughput 030-shutdown-deadline >>"$work/030"
   throughput 040-health-drain --drain-ms 0 >>"$work/040"
+  throughput 050-last-call-closes --drain-ms 0 >>"$work/050"
 done
-for stage in 020-shutdown-thread 030-shutdown-deadline 040-health-drain; do
+for stage in 020-shutdown-thread 030-shutdown-deadline 040-health-drain 050-last-call-closes; do
   printf "   %-22s median %s RPCs/s  (rounds: %s)\n" "$stage" "$(median <"$work/${stage%%-*}")" \
     "$(tr '\n' ' ' <"$work/${stage%%-*}")"
 done
-t020=$(median <"$work/020"); t030=$(median <"$work/030"); t040=$(median <"$work/040")
+t020=$(median <"$work/020"); t030=$(median <"$work/030"); t040=$(median <"$work/040"); t050=$(median <"$work/050")
 awk -v a="$t020" -v b="$t040" 'BEGIN {printf "   040 vs 020: %+.1f%%\n", (b-a)*100/a}'
+awk -v a="$t020" -v b="$t050" 'BEGIN {printf "   050 vs 020: %+.1f%%\n", (b-a)*100/a}'
 awk -v a="$t030" -v b="$t040" 'BEGIN {printf "   040 vs 030 (health + drain alone): %+.1f%%\n", (b-a)*100/a}'
+awk -v a="$t020" -v b="$t030" 'BEGIN {printf "   030 vs 020 (same code path while serving: the noise floor): %+.1f%%\n", (b-a)*100/a}'
 
-echo "2. last in-flight reply -> exit: 1 RPC of 100 ms in flight at SIGTERM, $((rounds * 4)) runs each"
-for stage in 020-shutdown-thread 040-health-drain; do
-  args=(); [[ $stage == 040-* ]] && args=(--drain-ms 0)
-  : >"$work/exit"
-  for _ in $(seq $((rounds * 4))); do
-    "$client" --rpcs 1 --work-ms 100 --sigterm-after 1 -- "$bin/$stage" "${args[@]}" |
-      sed -n 's/^last reply -> exit: *\([0-9]*\) ms/\1/p' >>"$work/exit"
-  done
-  printf "   %-20s p50 %s ms  p90 %s ms  max %s ms\n" "$stage" "$(pct 50 <"$work/exit")" "$(pct 90 <"$work/exit")" \
-    "$(sort -n "$work/exit" | tail -1)"
-done
+echo "2. last in-flight reply -> exit: 1 RPC of 300 ms in flight at SIGTERM, $rounds runs per kind of caller"
+"$bin/exit-after-reply" --runs "$rounds" --work-ms 300 --hold-client "$bin/hold-client" -- \
+  "$bin/040-health-drain" "$bin/050-last-call-closes"

@@ -85,6 +85,8 @@ TEST_CASE("every binary refuses invalid flags with exit 2 and one line naming th
     require_flag_refused({b, "--port", "-1"}, "--port");
     require_flag_refused({b, "--port", "65536"}, "--port");
     require_flag_refused({b, "--port", "99999999999999999999999"}, "--port");
+    require_flag_refused({b, "--listen", "localhost"}, "--listen");
+    require_flag_refused({b, "--listen", "127.0.0.256"}, "--listen");
     require_flag_refused({b, "--redis", "no-port"}, "--redis");
     require_flag_refused({b, "--redis", "127.0.0.1:0"}, "--redis");
     require_flag_refused({b, "--no-such-flag", "1"}, "--no-such-flag");
@@ -106,6 +108,20 @@ TEST_CASE("every binary refuses invalid flags with exit 2 and one line naming th
   require_flag_refused({c, "--connect", "127.0.0.1"}, "--connect");
   require_flag_refused({c, "--connect", "127.0.0.1:1,localhost:x"}, "--connect");
   require_flag_refused({c, "--rpcs", "2", "--sigterm-after", "3", "--", "x"}, "--sigterm-after");
+}
+
+TEST_CASE("every stage listens on the --listen address, and only there") {
+  testkit::RedisServer redis;
+  for (auto& s : stages()) {
+    INFO(s.name);
+    Server server(bin(s.name), redis.address(), {"--listen", "127.0.0.2"});
+    auto channel = channel_to({"127.0.0.2:" + std::to_string(server.port())});
+    REQUIRE(health(*channel) == "SERVING");
+    auto elsewhere = grpc::CreateChannel("127.0.0.1:" + std::to_string(server.port()),
+                                         grpc::InsecureChannelCredentials());
+    REQUIRE(health(*elsewhere, milliseconds(300)) == "UNAVAILABLE");
+    server.process().kill();
+  }
 }
 
 TEST_CASE("every stage exits 1 with a clear message when its port is in use") {

@@ -1,0 +1,103 @@
+// exit-after-reply - time from the last in-flight reply to the server's exit,
+// seen by a caller in a process of its own (hold-client), for a caller that
+// keeps its channel open (as long-lived services do) and one that closes it.
+//
+//   exit-after-reply [--runs N] [--work-ms MS] [--hold-client PATH] -- STAGE...
+//
+// Per run: start the stage (--drain-ms 0 where it has one: the drain is a
+// deliberate wait, not overhead), start hold-client with one Work RPC of
+// --work-ms, SIGTERM the server once the call runs, and subtract the reply's
+// CLOCK_MONOTONIC time (printed by hold-client) from the server's exit time
+// (pidfd). Three kinds of callers: one that keeps its channel open, one that
+// closes it after the reply, and the first plus a second long-lived client
+// that connected and stayed idle. Budget 3000 ms. Prints p50 / p90 / max per
+// stage and kind, and the ratio of each p50 to the closing client's.
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "scenarios.hpp"
+#include "support/flags.hpp"
+
+namespace {
+
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+double percentile(std::vector<double> v, int p) {
+  std::sort(v.begin(), v.end());
+  return v[(v.size() - 1) * static_cast<std::size_t>(p) / 100];
+}
+
+// One run: microseconds from the reply to the server's exit.
+enum class Kind { keeps, closes, keeps_plus_idle };
+const char* name(Kind k) {
+  return k == Kind::keeps ? "client keeps channel" : k == Kind::closes ? "client closes" : "keeps + 1 idle client";
+}
+
+double one_run(const std::string& stage, const std::string& hold_client, testkit::RedisServer& redis,
+               long long work_ms, Kind kind) {
+  std::vector<std::string> args = {"--shutdown-timeout-ms", "3000"};
+  const bool has_drain = stage.find("-health-drain") != std::string::npos || stage.find("050-") != std::string::npos;
+  if (has_drain) args.insert(args.end(), {"--drain-ms", "0"});
+  if (stage.find("020-") != std::string::npos || stage.find("010-") != std::string::npos) args.clear();
+  grpcstop::Server server(stage, redis.address(), args);
+  std::unique_ptr<testkit::Process> idle;
+  if (kind == Kind::keeps_plus_idle) {
+    idle = std::make_unique<testkit::Process>(std::vector<std::string>{hold_client, "--connect", server.target()});
+    idle->expect_line("connected", milliseconds(10'000));
+  }
+  std::vector<std::string> client = {hold_client, "--connect", server.target(), "--work-ms", std::to_string(work_ms)};
+  if (kind == Kind::closes) client.push_back("--close");
+  testkit::Process caller(client);
+  server.process().expect_line("work: started", milliseconds(10'000));
+  server.process().send_signal(SIGTERM);
+  server.process().expect_exit(milliseconds(30'000));
+  std::string reply = caller.expect_line("reply:", milliseconds(30'000));
+  if (reply.find("reply: OK") == std::string::npos) throw testkit::Failure("the call failed: " + reply);
+  const long long at_ns = std::stoll(reply.substr(reply.find("at_ns=") + 6));
+  const auto replied = grpcstop::Clock::time_point(std::chrono::nanoseconds(at_ns));
+  caller.send_signal(SIGTERM);
+  caller.expect_exit(milliseconds(5000));
+  return static_cast<double>(std::chrono::duration_cast<microseconds>(server.process().exit_time() - replied).count()) /
+         1000.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  support::Flags flags(argc, argv, "usage: exit-after-reply [--runs N] [--work-ms MS] [--hold-client PATH] -- STAGE...");
+  const int runs = static_cast<int>(flags.integer("--runs", 7, 1, 1000));
+  const long long work_ms = flags.integer("--work-ms", 300, 0, 60'000);
+  const std::string hold_client = flags.text("--hold-client", "hold-client", 1000);
+  flags.done();
+  if (flags.rest().empty()) support::Flags::fail("STAGE", "name at least one stage binary");
+  try {
+    testkit::RedisServer redis;
+    for (const std::string& stage : flags.rest()) {
+      const std::string short_name = stage.substr(stage.rfind('/') + 1);
+      double p50[3] = {0, 0, 0};
+      for (Kind kind : {Kind::closes, Kind::keeps, Kind::keeps_plus_idle}) {
+        std::vector<double> ms;
+        for (int i = 0; i < runs; ++i) ms.push_back(one_run(stage, hold_client, redis, work_ms, kind));
+        const double p = percentile(ms, 50);
+        p50[static_cast<int>(kind)] = p;
+        std::printf("   %-22s %-22s p50 %7.1f ms  p90 %7.1f ms  max %7.1f ms", short_name.c_str(), name(kind), p,
+                    percentile(ms, 90), *std::max_element(ms.begin(), ms.end()));
+        const double closes = p50[static_cast<int>(Kind::closes)];
+        if (kind != Kind::closes && closes > 0) std::printf("  (%.1fx the closing client)", p / closes);
+        std::printf("\n");
+      }
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "exit-after-reply: %s\n", e.what());
+    return 1;
+  }
+}

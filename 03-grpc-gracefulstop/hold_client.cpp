@@ -1,0 +1,63 @@
+// hold-client - a long-lived caller: one channel, kept open and idle.
+//
+//   hold-client --connect HOST:PORT [--work-ms MS (-1 = no call)] [--close]
+//
+// Connects, prints "connected", sends at most one Work RPC and prints
+// "reply: CODE at_ns=N" (N: CLOCK_MONOTONIC, comparable across processes),
+// then keeps the channel open and does nothing until SIGTERM or SIGINT
+// (--close: drops the channel after the reply, as a one-shot client does).
+// It never sets GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS: an idle channel
+// reads its socket only on gRPC's default backup poll, as real clients do.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "scenarios.hpp"
+#include "support/flags.hpp"
+#include "work.grpc.pb.h"
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  support::Flags flags(argc, argv, "usage: hold-client --connect HOST:PORT [--work-ms MS (-1 = no call)] [--close]");
+  const auto [host, port] = flags.host_port("--connect", "127.0.0.1:50051");
+  const long long work_ms = flags.integer("--work-ms", -1, -1, 60'000);
+  const bool close = flags.present("--close");
+  flags.done();
+  // Blocked before gRPC starts a thread: only sigwait() below takes them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto channel = grpc::CreateChannel(host + ":" + std::to_string(port), grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+    std::fprintf(stderr, "hold-client: --connect: cannot connect to %s:%d\n", host.c_str(), port);
+    return 1;
+  }
+  std::printf("connected pid=%d\n", ::getpid());
+  if (work_ms >= 0) {
+    auto stub = gs::work::v1::Worker::NewStub(channel);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(work_ms + 30'000));
+    gs::work::v1::WorkRequest request;
+    request.set_id("hold-" + std::to_string(::getpid()));
+    request.set_work_ms(work_ms);
+    gs::work::v1::WorkReply reply;
+    grpc::Status status = stub->Work(&context, request, &reply);
+    const auto at = std::chrono::steady_clock::now().time_since_epoch();
+    std::printf("reply: %s at_ns=%lld\n", grpcstop::code_name(status.error_code()).c_str(),
+                static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(at).count()));
+  }
+  if (close) {
+    channel.reset();
+    std::printf("closed\n");
+  }
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  return 0;
+}
