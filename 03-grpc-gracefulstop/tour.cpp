@@ -5,6 +5,7 @@
 
 #include "scenarios.hpp"
 #include "testkit/scoreboard.hpp"
+#include "testkit/tour.hpp"
 
 using namespace grpcstop;
 
@@ -12,9 +13,15 @@ namespace {
 
 std::string ms(milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
+// Progress on a terminal, and the stop on Ctrl-C/SIGTERM (testkit/tour.hpp).
+testkit::TourRuntime* tour = nullptr;
+
 std::vector<testkit::Cell> measure(const Stage& stage, testkit::RedisServer& redis) {
   const std::string binary = std::string(CHAPTER_BIN_DIR) + "/" + stage.name;
+  tour->stage(stage.name);
+  tour->scenario("SIGTERM under gRPC load");
   StopReport load = run_stop_scenario(binary, redis, stage.args, under_load_options());
+  tour->scenario("SIGTERM with an open stream");
   StopReport stream = run_stop_scenario(binary, redis, stage.args, open_stream_options(stage));
 
   testkit::Cell handles = !load.exit ? testkit::wrong("still running")
@@ -34,7 +41,8 @@ std::vector<testkit::Cell> measure(const Stage& stage, testkit::RedisServer& red
 }  // namespace
 
 int main() {
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  testkit::TourRuntime runtime("03-grpc-gracefulstop");
+  tour = &runtime;
   try {
     testkit::RedisServer redis;
     testkit::Scoreboard board("03-grpc-gracefulstop: SIGTERM under gRPC load, then with an open stream",
@@ -48,6 +56,8 @@ int main() {
     rolling.work_ms = 20;
     rolling.id_prefix = "roll";
     const Stage& last = stages().back();
+    tour->stage(last.name);
+    tour->scenario("rolling restart of two servers");
     RollingReport r = run_rolling_restart(std::string(CHAPTER_BIN_DIR) + "/" + last.name, redis, last.args, rolling);
 
     board.add_note("under load: 40 Work RPCs of 400 ms at 50/s, SIGTERM once 10 run on the server; the client");
@@ -57,6 +67,8 @@ int main() {
       const Stage& s = stage(prefix);
       StopOptions idle = under_load_options();
       idle.idle_clients = 1;
+      tour->stage(s.name);
+      tour->scenario("SIGTERM under load with an idle long-lived client");
       idle.hold_client_binary = std::string(CHAPTER_BIN_DIR) + "/hold-client";
       StopReport r = run_stop_scenario(std::string(CHAPTER_BIN_DIR) + "/" + s.name, redis, s.args, idle);
       board.add_note("under load + 1 idle long-lived client, " + s.name + ": " +
@@ -66,6 +78,7 @@ int main() {
     board.add_note("rolling restart, 2 x " + last.name + " behind round_robin + health checks + retries: " + std::to_string(r.ok()) +
                    "/" + std::to_string(r.load.rpcs.size()) + " OK, " +
                    std::to_string(static_cast<int>(r.load.rpcs.size()) - r.ok()) + " failed, " + std::to_string(r.lost().size()) + " lost.");
+    runtime.clear();
     std::fputs(board.render().c_str(), stdout);
     return 0;
   } catch (const std::exception& e) {
