@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv, "usage: 010-naive-exit [--port N (0 = any)] [--redis HOST:PORT]");
   const int port = flags.port("--port", 50051);
+  const std::string listen = flags.ipv4("--listen");
   const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
   flags.done();
   ::signal(SIGPIPE, SIG_IGN);  // a peer that vanished must be an error code, not death
@@ -105,7 +106,7 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);  // grpc.health.v1, "" = SERVING
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(listen + ":" + std::to_string(port), grpc::InsecureServerCredentials(), &bound_port);
   // gRPC sets SO_REUSEPORT by default: a second server on a busy port would
   // start and silently share it. Refuse instead, like any other server.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -113,7 +114,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
-    std::fprintf(stderr, "error: --port: cannot listen on 127.0.0.1:%d (address in use?)\n", port);
+    std::fprintf(stderr, "error: --port: cannot listen on %s:%d (address in use?)\n", listen.c_str(), port);
     return 1;
   }
   std::printf("ready port=%d pid=%d\n", bound_port, ::getpid());

@@ -149,6 +149,7 @@ int main(int argc, char** argv) {
   support::Flags flags(argc, argv, "usage: 040-health-drain [--port N (0 = any)] [--redis HOST:PORT] "
                        "[--shutdown-timeout-ms MS] [--drain-ms MS (< timeout)]");
   const int port = flags.port("--port", 50051);
+  const std::string listen = flags.ipv4("--listen");
   const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
   const milliseconds shutdown_timeout = flags.millis("--shutdown-timeout-ms", 5000, 1, 600'000);
   const milliseconds drain = flags.millis("--drain-ms", 1000, 0, 600'000);
@@ -179,7 +180,7 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);  // grpc.health.v1, "" = SERVING
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(listen + ":" + std::to_string(port), grpc::InsecureServerCredentials(), &bound_port);
   // gRPC sets SO_REUSEPORT by default: a second server on a busy port would
   // start and silently share it. Refuse instead, like any other server.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -188,7 +189,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
-    std::fprintf(stderr, "error: --port: cannot listen on 127.0.0.1:%d (address in use?)\n", port);
+    std::fprintf(stderr, "error: --port: cannot listen on %s:%d (address in use?)\n", listen.c_str(), port);
     return 1;
   }
   std::printf("ready port=%d pid=%d\n", bound_port, ::getpid());
