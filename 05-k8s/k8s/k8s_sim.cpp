@@ -64,7 +64,8 @@ int main(int argc, char** argv) {
     for (const auto& line : r.timeline) std::printf("  %s\n", line.c_str());
     std::printf("requests: %d sent, %d ok, %zu failed (load until %.0f s after the deletion)\n", r.sent, r.ok,
                 r.dropped.size(), r.window_s);
-    for (const auto& [why, n] : r.symptoms) std::printf("  %d x %s\n", n, why.c_str());
+    std::printf("failures: %s\n", k8s::failure_summary(r).c_str());
+    for (const auto& [why, n] : r.symptoms) std::fprintf(stderr, "%d x %s\n", n, why.c_str());
     for (const auto& d : r.dropped) std::fprintf(stderr, "failed: %s\n", d.c_str());
     std::printf("writes: %zu acknowledged, %zu persisted, %zu lost\n", r.acked.size(), r.persisted.size(),
                 r.lost.size());

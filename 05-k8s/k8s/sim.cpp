@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <sched.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -58,6 +60,26 @@ std::optional<PodProgram> pod_program(const SimPrograms& p, const Container& c) 
   if (it == table.end()) return std::nullopt;
   const auto& [protocol, file] = it->second;
   return PodProgram{protocol, (protocol == "http" ? p.http_dir : p.grpc_dir) + "/" + file};
+}
+
+// haproxy's runtime API: one command per connection.
+std::string admin(const std::string& sock, const std::string& cmd) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock.c_str());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    throw std::runtime_error("haproxy runtime API unreachable at " + sock);
+  }
+  const std::string line = cmd + "\n";
+  (void)!::write(fd, line.data(), line.size());
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  return out;
 }
 
 std::string tool(const std::string& name) {
@@ -341,14 +363,18 @@ SimResult Sim::run() {
     const int period = static_cast<int>(real(1000.0 * (probe_ ? probe_->period_s : 1)).count());
     std::ofstream cfg(cleanup.dir / "haproxy.cfg");
     // docs:begin ingress
-    cfg << "global\n  maxconn 2000\n"
+    cfg << "global\n  maxconn 2000\n  stats socket " << (cleanup.dir / "admin.sock").string() << " level admin\n"
         << "defaults\n  mode http\n  retries 0\n  timeout connect " << real(1000).count() << "ms\n"
         << "  timeout client " << real(30'000).count() << "ms\n  timeout server " << real(30'000).count() << "ms\n"
         << "frontend ingress\n  bind 127.0.0.1:" << ingress_port << "\n  default_backend pods\n"
         << "backend pods\n  option httpchk GET /readyz\n"
-        << "  default-server check inter " << std::max(period, 10) << "ms fall 1 rise 1\n"
+        // haproxy's defaults (fall 3, rise 2): one slow check on a loaded
+        // machine must not take both pods out; 3 periods fit in the drain.
+        << "  default-server check inter " << std::max(period, 10) << "ms fall 3 rise 2\n"
         << "  server old " << kOldPodIp << ":" << pod_port_ << "\n"
-        << "  server new " << kNewPodIp << ":" << pod_port_ << "\n";
+        // The new pod's address joins when its endpoint does, as an ingress
+        // controller following EndpointSlices adds it.
+        << "  server new " << kNewPodIp << ":" << pod_port_ << " disabled\n";
     // docs:end ingress
   }
 
@@ -438,7 +464,10 @@ SimResult Sim::run() {
     } else {
       event("new pod Ready (no readinessProbe: as soon as it runs)");
     }
-    after_lag([this] { set_endpoint(kNewPodIp, true, true, false, "new pod in the Service (ready)"); });
+    after_lag([this, sock = (cleanup.dir / "admin.sock").string(), ingress = haproxy != nullptr] {
+      set_endpoint(kNewPodIp, true, true, false, "new pod in the Service (ready)");
+      if (ingress) admin(sock, "enable server pods/new");
+    });
     if (d->min_ready_s > 0) {
       std::this_thread::sleep_for(real(1000.0 * d->min_ready_s));
       event("new pod Available (Ready for minReadySeconds " + std::to_string(d->min_ready_s) + ")");
@@ -531,6 +560,21 @@ SimResult Sim::run() {
 }
 
 }  // namespace
+
+std::string failure_summary(const SimResult& r) {
+  int reset = 0, closed = 0, refused = 0, read = 0, http5xx = 0, other = 0;
+  for (const auto& [why, n] : r.symptoms) {
+    if (why.find("reset by peer") != std::string::npos) reset += n;
+    else if (why.find("Socket closed") != std::string::npos) closed += n;
+    else if (why.find("refused") != std::string::npos || why.find("establish connection") != std::string::npos) refused += n;
+    else if (why.find("Failed to read") != std::string::npos) read += n;
+    else if (why.rfind("HTTP 5", 0) == 0) http5xx += n;
+    else other += n;
+  }
+  return "reset by peer " + std::to_string(reset) + ", socket closed " + std::to_string(closed) + ", refused " +
+         std::to_string(refused) + ", no response " + std::to_string(read) + ", HTTP 5xx " + std::to_string(http5xx) +
+         ", other " + std::to_string(other);
+}
 
 std::string netns_unavailable() {
   if (::geteuid() != 0) return "network namespaces need root (ip netns add)";

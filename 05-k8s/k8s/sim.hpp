@@ -67,6 +67,11 @@ struct SimResult {
   std::vector<std::string> timeline;  // "t= 13.6s old pod deleted", ...
 };
 
+// The failures by kind, always the same six counts in the same order
+// ("reset by peer 3, socket closed 1, refused 0, ..."): gRPC messages and
+// httplib errors sorted into what a caller would see.
+std::string failure_summary(const SimResult& r);
+
 // "" if this machine can create network namespaces and nftables rules;
 // otherwise why not (for "SKIPPED: ...").
 std::string netns_unavailable();
