@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -101,7 +102,8 @@ void run_checked(const std::vector<std::string>& argv) {
 // A process the simulation started: registered for abort_simulations().
 class Child {
  public:
-  explicit Child(std::vector<std::string> argv) : p_(std::make_unique<testkit::Process>(std::move(argv))) {
+  explicit Child(std::vector<std::string> argv, testkit::SpawnOptions options = {})
+      : p_(std::make_unique<testkit::Process>(std::move(argv), std::move(options))) {
     std::lock_guard lock(g_mu);
     g_pids.insert(p_->pid());
   }
@@ -155,11 +157,15 @@ class Netns {
     ::close(fd);
   }
 
-  // One nft script, applied atomically.
-  void nft(const std::string& script) {
-    const auto file = fs::temp_directory_path() / (name_ + ".nft");
+  // One nft script, applied atomically. `inside`: the calling thread has
+  // entered the namespace (faster than ip netns exec, which remounts /sys).
+  void nft(const std::string& script, bool inside = false) {
+    const auto file = fs::temp_directory_path() / (name_ + "-" + std::to_string(++counter_) + ".nft");
     std::ofstream(file) << script;
-    run_checked({tool("ip"), "netns", "exec", name_, tool("nft"), "-f", file.string()});
+    if (inside)
+      run_checked({tool("nft"), "-f", file.string()});
+    else
+      run_checked({tool("ip"), "netns", "exec", name_, tool("nft"), "-f", file.string()});
     fs::remove(file);
   }
 
@@ -275,7 +281,7 @@ void Sim::set_endpoint(const std::string& ip, bool ready, bool serving, bool ter
   for (auto& e : endpoints_)
     if (e.ip == ip) e = {ip, ready, serving, terminating}, found = true;
   if (!found) endpoints_.push_back({ip, ready, serving, terminating});
-  ns_.nft(service_rule(svc_port_, pod_port_, endpoints_));
+  ns_.nft(service_rule(svc_port_, pod_port_, endpoints_), true);
   const double t = std::chrono::duration<double>(Clock::now() - start_).count() * 1000.0 / o_.ms_per_s;
   char buf[32];
   std::snprintf(buf, sizeof buf, "t=%5.1fs ", t);
@@ -411,6 +417,7 @@ SimResult Sim::run() {
   std::vector<std::thread> lag_threads;
   auto after_lag = [&](std::function<void()> change) {
     lag_threads.emplace_back([this, change = std::move(change), at = Clock::now() + real(o_.lag_ms)] {
+      ns_.enter();
       std::this_thread::sleep_until(at);
       change();
     });
@@ -430,7 +437,12 @@ SimResult Sim::run() {
           std::to_string(o_.clients), "--work-ms", std::to_string(work.count()), "--pause-ms", "20",
           // gRPC's own clock, scaled like the rest: reconnect backoff 1 s to 120 s.
           "--reconnect-backoff-ms", std::to_string(std::max<long long>(1, real(1000).count())),
-          "--max-reconnect-backoff-ms", std::to_string(std::max<long long>(1, real(120'000).count()))});
+          "--max-reconnect-backoff-ms", std::to_string(std::max<long long>(1, real(120'000).count()))},
+          // And its backup poller (5 s), which is when an idle C-core channel
+          // notices a closed connection: the server's Shutdown() waits for it.
+          testkit::SpawnOptions{{"GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS=" +
+                                 std::to_string(std::max<long long>(1, real(5000).count()))},
+                                ""});
       (*callers)->expect_line("ready", testkit::scaled(milliseconds(5000)));
     }
     // Every connection has carried requests to the old pod before the rollout.
@@ -556,6 +568,10 @@ SimResult Sim::run() {
     throw;
   }
   if (haproxy) (*haproxy)->kill();
+  // Threads record events as they happen: print them in time order.
+  std::stable_sort(result_.timeline.begin(), result_.timeline.end(), [](const std::string& a, const std::string& b) {
+    return std::stod(a.substr(2)) < std::stod(b.substr(2));
+  });
   return result_;
 }
 
