@@ -19,6 +19,13 @@
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  // Before any thread (the namespace check below starts some): the signals
+  // wait for the signal thread.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   support::Flags flags(argc, argv,
                        "usage: k8s-sim --variant DIR [--deployment http|grpc] [--ms-per-s N] [--lag-ms N]\n"
                        "               [--clients N] [--servers DIR] [--grpc-servers DIR] [--haproxy PATH] [--verbose]");
@@ -39,12 +46,6 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  // Before any thread: the signals wait for the signal thread.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::thread([set] {
     int sig = 0;
     sigwait(&set, &sig);
