@@ -152,6 +152,7 @@ int main(int argc, char** argv) {
                        "usage: 010-naive-exit [--port N] [--redis HOST:PORT] [--work-ms MS] "
                        "[--handler-ms MS] [--threads N] [--max-pending N] [--trace]");
   const int port = flags.port("--port", 8080);
+  const std::string listen = flags.ipv4("--listen");
   const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
   const auto work = flags.millis("--work-ms", 5000, 0, 3'600'000);
   const auto handler_time = flags.millis("--handler-ms", 0, 0, 3'600'000);
@@ -198,9 +199,9 @@ int main(int argc, char** argv) {
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   svr.Get("/readyz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ready\n", "text/plain"); });
 
-  const int bound = port == 0 ? svr.bind_to_any_port("127.0.0.1") : (svr.bind_to_port("127.0.0.1", port) ? port : -1);
+  const int bound = port == 0 ? svr.bind_to_any_port(listen) : (svr.bind_to_port(listen, port) ? port : -1);
   if (bound < 0) {
-    std::fprintf(stderr, "error: --port: cannot listen on 127.0.0.1:%d (address in use?)\n", port);
+    std::fprintf(stderr, "error: --port: cannot listen on %s:%d (address in use?)\n", listen.c_str(), port);
     return 1;
   }
   std::printf("ready port=%d pid=%d\n", bound, ::getpid());

@@ -1,56 +1,89 @@
-// k8s-sim: one rolling update of a manifest variant, played on loopback
-// (see k8s/sim.hpp). Prints the timeline and the outcome; exit 0 when no
-// request was dropped, no acknowledged write was lost and the old pod
-// stopped by itself; 1 otherwise; 2 on bad flags.
+// k8s-sim: one rolling update of one Deployment of a manifest variant, in a
+// network namespace of its own (see k8s/sim.hpp; needs root). Prints the
+// timeline and the outcome; exit 0 when no request failed, no acknowledged
+// write was lost and the old pod stopped by itself; 1 otherwise; 2 on bad
+// flags. SIGINT/SIGTERM stop every process it started and delete the
+// namespace (exit 1); a second signal exits at once.
 //
-//   k8s-sim --variant 05-k8s/manifests/030-drain [--redis HOST:PORT]
+//   k8s-sim --variant 05-k8s/manifests/030-drain [--deployment grpc]
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstdio>
-#include <memory>
+#include <cstdlib>
+#include <thread>
 
 #include "k8s/sim.hpp"
 #include "support/flags.hpp"
-#include "testkit/redis.hpp"
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  // Before any thread (the namespace check below starts some): the signals
+  // wait for the signal thread.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   support::Flags flags(argc, argv,
-                       "usage: k8s-sim --variant DIR [--redis HOST:PORT] [--ms-per-s N] [--lag-ms N]\n"
-                       "               [--requests N] [--rate N] [--servers DIR] [--haproxy PATH]\n"
-                       "  without --redis, starts its own redis-server");
+                       "usage: k8s-sim --variant DIR [--deployment http|grpc] [--ms-per-s N] [--lag-ms N]\n"
+                       "               [--clients N] [--servers DIR] [--grpc-servers DIR] [--haproxy PATH] [--verbose]");
   k8s::SimOptions o;
   o.variant_dir = flags.text("--variant", "05-k8s/manifests/030-drain", 4000);
-  const auto redis_flag = flags.text("--redis", "own");
-  if (redis_flag != "own" && redis_flag.find(':') == std::string::npos)
-    support::Flags::fail("--redis", "expected HOST:PORT or own, got '" + redis_flag + "'");
+  o.deployment = flags.text("--deployment", "http", 253);
   o.ms_per_s = static_cast<int>(flags.integer("--ms-per-s", 100, 10, 1000));
   o.lag_ms = static_cast<int>(flags.integer("--lag-ms", 2000, 0, 60'000));
-  o.requests = static_cast<int>(flags.integer("--requests", 300, 1, 10'000));
-  o.rate = static_cast<int>(flags.integer("--rate", 100, 1, 1000));
-  o.roll_after = o.requests / 3;
-  o.server_dir = flags.text("--servers", K8S_SERVER_DIR, 4000);
-  o.haproxy = flags.text("--haproxy", K8S_HAPROXY, 4000);
+  o.clients = static_cast<int>(flags.integer("--clients", 4, 1, 64));
+  o.programs.http_dir = flags.text("--servers", K8S_HTTP_DIR, 4000);
+  o.programs.grpc_dir = flags.text("--grpc-servers", K8S_GRPC_DIR, 4000);
+  o.programs.caller = K8S_CALLER;
+  o.programs.haproxy = flags.text("--haproxy", K8S_HAPROXY, 4000);
+  const bool verbose = flags.present("--verbose");  // every failed and lost id, on stderr
   flags.done();
+  if (const auto why = k8s::netns_unavailable(); !why.empty()) {
+    std::fprintf(stderr, "error: %s\n", why.c_str());
+    return 1;
+  }
 
-  std::unique_ptr<testkit::RedisServer> redis;
+  std::thread([set] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    std::thread([set] {  // a second signal: no more waiting
+      int again = 0;
+      sigwait(&set, &again);
+      std::_Exit(1);
+    }).detach();
+    std::fprintf(stderr, "k8s-sim: SIG%s, stopping the pods and deleting the namespace\n", sigabbrev_np(sig));
+    k8s::abort_simulations();
+    std::_Exit(1);
+  }).detach();
+
   try {
-    if (redis_flag == "own") {
-      redis = std::make_unique<testkit::RedisServer>();
-      o.redis = redis->address();
-    } else {
-      o.redis = redis_flag;
-    }
     const auto r = k8s::simulate(o);
-    std::printf("%s: rolling update, %d requests at %d/s through the Service, 1 s = %d ms\n", r.variant.c_str(),
-                o.requests, o.rate, o.ms_per_s);
+    std::printf("%s/%s: rolling update, %d long-lived %s clients through the Service, 1 s = %d ms\n",
+                r.variant.c_str(), r.deployment.c_str(), o.clients, r.protocol.c_str(), o.ms_per_s);
     for (const auto& line : r.timeline) std::printf("  %s\n", line.c_str());
-    std::printf("requests: %d sent, %d ok, %zu dropped\n", r.sent, r.ok, r.dropped.size());
-    for (const auto& d : r.dropped) std::fprintf(stderr, "dropped: %s\n", d.c_str());
+    std::printf("requests: %d sent, %d ok, %zu failed (load until %.0f s after the deletion)\n", r.sent, r.ok,
+                r.dropped.size(), r.window_s);
+    std::printf("failures: %s\n", k8s::failure_summary(r).c_str());
+    if (verbose) {
+      for (const auto& [why, n] : r.symptoms) std::fprintf(stderr, "%d x %s\n", n, why.c_str());
+      for (const auto& d : r.dropped) std::fprintf(stderr, "failed: %s\n", d.c_str());
+    }
     std::printf("writes: %zu acknowledged, %zu persisted, %zu lost\n", r.acked.size(), r.persisted.size(),
                 r.lost.size());
-    for (const auto& id : r.lost) std::fprintf(stderr, "lost: id=%s\n", id.c_str());
+    if (verbose)
+      for (const auto& id : r.lost) std::fprintf(stderr, "lost: id=%s\n", id.c_str());
     std::printf("old pod: %s after %.1f s\n", r.old_exit.c_str(), r.old_stop_s);
-    const bool clean = r.dropped.empty() && r.lost.empty() && r.old_graceful;
-    std::printf("verdict: %s\n", clean ? "clean rollout" : "requests dropped, work lost or pod killed");
+    // gRPC C++ 1.51 may cancel a call that reaches the server in the instant
+    // its Shutdown() starts (CANCELLED): counted, shown, not a reset.
+    int cancelled = 0;
+    for (const auto& [why, n] : r.symptoms)
+      if (why.rfind("CANCELLED", 0) == 0) cancelled += n;
+    const bool clean = static_cast<int>(r.dropped.size()) == cancelled && r.lost.empty() && r.old_graceful;
+    std::printf("verdict: %s (%d calls CANCELLED at Shutdown())\n",
+                clean ? "clean rollout" : "requests failed, work lost or pod killed", cancelled);
     return clean ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -28,11 +28,13 @@ const Schema kMetadata{{"name", {T::str, true}}, {"namespace", {T::str}}, {"labe
 const Schema kPodMetadata{{"labels", {T::str_map, true}}, {"annotations", {T::str_map}}};
 const Schema kSelector{{"matchLabels", {T::str_map, true}}};
 const Schema kHttpGet{{"path", {T::str, true}}, {"port", {T::int_or_str, true}}, {"scheme", {T::str}}};
+const Schema kGrpc{{"port", {T::integer, true}}, {"service", {T::str}}};
 const Schema kTcp{{"port", {T::int_or_str, true}}};
 const Schema kExec{{"command", {T::str_list, true}}};
 const Schema kSleep{{"seconds", {T::integer, true}}};
 const Schema kProbe{{"httpGet", {T::map, false, &kHttpGet}}, {"tcpSocket", {T::map, false, &kTcp}},
-                    {"exec", {T::map, false, &kExec}},       {"periodSeconds", {T::integer}},
+                    {"exec", {T::map, false, &kExec}},       {"grpc", {T::map, false, &kGrpc}},
+                    {"periodSeconds", {T::integer}},
                     {"initialDelaySeconds", {T::integer}},   {"timeoutSeconds", {T::integer}},
                     {"failureThreshold", {T::integer}},      {"successThreshold", {T::integer}}};
 const Schema kHandler{{"exec", {T::map, false, &kExec}}, {"sleep", {T::map, false, &kSleep}},
@@ -68,6 +70,7 @@ const Schema kTemplate{{"metadata", {T::map, true, &kPodMetadata}}, {"spec", {T:
 const Schema kRolling{{"maxUnavailable", {T::int_or_str}}, {"maxSurge", {T::int_or_str}}};
 const Schema kStrategy{{"type", {T::str}}, {"rollingUpdate", {T::map, false, &kRolling}}};
 const Schema kDeploySpec{{"replicas", {T::integer}},
+                         {"minReadySeconds", {T::integer}},
                          {"selector", {T::map, true, &kSelector}},
                          {"strategy", {T::map, false, &kStrategy}},
                          {"template", {T::map, true, &kTemplate}}};
@@ -213,6 +216,7 @@ Deployment read_deployment(const YAML::Node& doc) {
   d.pod_labels = str_map(at(pod, {"metadata", "labels"}));
   const auto& ps = pod["spec"];
   d.grace_s = opt<int>(ps["terminationGracePeriodSeconds"]);
+  d.min_ready_s = opt<int>(spec["minReadySeconds"]).value_or(0);
   d.pod_run_as_non_root = opt<bool>(at(ps, {"securityContext", "runAsNonRoot"}));
   d.pod_run_as_user = opt<long long>(at(ps, {"securityContext", "runAsUser"}));
   for (const auto& c : ps["containers"]) {
@@ -223,8 +227,9 @@ Deployment read_deployment(const YAML::Node& doc) {
     k.args = str_list(c["args"]);
     if (const auto& rp = c["readinessProbe"]) {
       Probe p;
-      p.kind = rp["httpGet"] ? "httpGet" : rp["tcpSocket"] ? "tcpSocket" : rp["exec"] ? "exec" : "";
+      p.kind = rp["httpGet"] ? "httpGet" : rp["grpc"] ? "grpc" : rp["tcpSocket"] ? "tcpSocket" : rp["exec"] ? "exec" : "";
       if (rp["httpGet"]) p.path = at(rp, {"httpGet", "path"}).as<std::string>();
+      p.port = opt<int>(at(rp, {p.kind.c_str(), "port"})).value_or(0);
       p.period_s = opt<int>(rp["periodSeconds"]).value_or(10);
       p.initial_delay_s = opt<int>(rp["initialDelaySeconds"]).value_or(0);
       k.readiness = p;
@@ -322,11 +327,20 @@ Variant load_variant(const std::string& dir) {
         v.deployments.push_back(read_deployment(doc));
       } else if (kind == "Service") {
         ++v.services;
+        Service s;
+        s.name = at(doc, {"metadata", "name"}).as<std::string>();
+        s.selector = str_map(at(doc, {"spec", "selector"}));
+        const auto& port = doc["spec"]["ports"][0];
+        s.port = opt<int>(port["port"]).value_or(0);
+        s.target = opt<std::string>(port["targetPort"]).value_or(std::to_string(s.port));
+        v.service_defs.push_back(std::move(s));
       } else {
         Pdb p;
         p.name = at(doc, {"metadata", "name"}).as<std::string>();
         p.selector = str_map(at(doc, {"spec", "selector", "matchLabels"}));
         p.has_budget = at(doc, {"spec", "minAvailable"}) || at(doc, {"spec", "maxUnavailable"});
+        p.min_available = opt<std::string>(at(doc, {"spec", "minAvailable"}));
+        p.max_unavailable = opt<std::string>(at(doc, {"spec", "maxUnavailable"}));
         v.pdbs.push_back(std::move(p));
       }
     }

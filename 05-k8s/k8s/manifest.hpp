@@ -16,8 +16,9 @@
 namespace k8s {
 
 struct Probe {
-  std::string kind;  // "httpGet", "tcpSocket", "exec"
+  std::string kind;  // "httpGet", "grpc", "tcpSocket", "exec"
   std::string path;  // httpGet only
+  int port = 0;      // httpGet and grpc, when numeric
   int period_s = 10;
   int initial_delay_s = 0;
 };
@@ -47,6 +48,7 @@ struct Deployment {
   std::map<std::string, std::string> selector, pod_labels;
   std::optional<std::string> max_unavailable, max_surge;  // as written (int or "25%")
   std::optional<int> grace_s;                             // terminationGracePeriodSeconds
+  int min_ready_s = 0;                                    // minReadySeconds
   std::optional<bool> pod_run_as_non_root;
   std::optional<long long> pod_run_as_user;
   std::vector<Container> containers;
@@ -56,6 +58,14 @@ struct Pdb {
   std::string name;
   std::map<std::string, std::string> selector;
   bool has_budget = false;  // minAvailable or maxUnavailable set
+  std::optional<std::string> min_available, max_unavailable;  // as written
+};
+
+struct Service {
+  std::string name;
+  std::map<std::string, std::string> selector;
+  int port = 0;         // the first port
+  std::string target;   // its targetPort as written (default: port)
 };
 
 struct Variant {
@@ -65,6 +75,7 @@ struct Variant {
   std::vector<Deployment> deployments;
   std::vector<Pdb> pdbs;
   int services = 0;
+  std::vector<Service> service_defs;
 };
 
 // Reads DIR/*.yaml (sorted). Never throws for content: problems go to

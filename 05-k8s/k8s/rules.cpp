@@ -1,5 +1,7 @@
 #include "rules.hpp"
 
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -9,30 +11,53 @@
 namespace k8s {
 namespace {
 
-// What the chapter 02 servers accept and serve (their flag parsing and
-// routes; a test runs each binary with the manifests' args to keep this
-// table honest).
+// What the course's servers accept and serve, by image and binary (their
+// flag parsing and routes; a test runs each binary with the manifests' args
+// to keep this table honest).
 struct Server {
   std::set<std::string> flags;
-  std::set<std::string> paths;
-  bool readiness_drains;  // /readyz turns 503 at SIGTERM
-  bool has_deadline;      // --shutdown-timeout-ms bounds the stop
+  std::string probe;        // "httpGet" or "grpc": the readiness protocol it speaks
+  std::set<std::string> paths;  // httpGet paths it serves
+  bool readiness_drains;    // readiness turns false (503 / NOT_SERVING) at SIGTERM
+  bool has_deadline;        // --shutdown-timeout-ms bounds the stop
+  std::string drain_flag;   // its drain delay flag, included in the deadline
 };
 const std::map<std::string, Server>& servers() {
-  static const std::set<std::string> common{"--port", "--redis", "--work-ms", "--handler-ms",
-                                            "--threads", "--max-pending", "--trace"};
+  static const std::set<std::string> http{"--port", "--redis", "--work-ms", "--handler-ms",
+                                          "--threads", "--max-pending", "--trace"};
+  static const std::set<std::string> paths{"/incr", "/healthz", "/readyz"};
+  auto with = [](std::set<std::string> f, std::initializer_list<std::string> more) {
+    f.insert(more);
+    return f;
+  };
   static const std::map<std::string, Server> table{
-      {"010-naive-exit", {common, {"/incr", "/healthz", "/readyz"}, false, false}},
-      {"020-stop-on-signal", {common, {"/incr", "/healthz", "/readyz"}, false, false}},
-      {"030-track-background-work", {common, {"/incr", "/healthz", "/readyz"}, false, false}},
-      {"040-shutdown-deadline",
-       {[] { auto f = common; f.insert("--shutdown-timeout-ms"); return f; }(),
-        {"/incr", "/healthz", "/readyz"}, false, true}},
-      {"050-drain-first",
-       {[] { auto f = common; f.insert({"--shutdown-timeout-ms", "--drain-delay-ms"}); return f; }(),
-        {"/incr", "/healthz", "/readyz"}, true, true}},
+      {"gs-http/010-naive-exit", {with(http, {"--listen"}), "httpGet", paths, false, false, ""}},
+      {"gs-http/050-drain-first",
+       {with(http, {"--listen", "--keep-alive-max", "--shutdown-timeout-ms", "--drain-delay-ms"}), "httpGet",
+        paths, true, true, "--drain-delay-ms"}},
+      {"gs-grpc/010-naive-exit", {{"--listen", "--port", "--redis"}, "grpc", {}, false, false, ""}},
+      {"gs-grpc/040-health-drain",
+       {{"--listen", "--port", "--redis", "--shutdown-timeout-ms", "--drain-ms"}, "grpc", {}, true, true,
+        "--drain-ms"}},
   };
   return table;
+}
+std::string server_key(const Container& c) { return c.image.substr(0, c.image.find(':')) + "/" + c.binary(); }
+
+// maxSurge / maxUnavailable as the Deployment controller resolves them:
+// an integer, or a percentage of replicas rounded up (surge) or down
+// (unavailable). Default 25%. -1: not understood.
+int resolve(const std::optional<std::string>& v, int replicas, bool round_up) {
+  const std::string s = v.value_or("25%");
+  try {
+    if (!s.empty() && s.back() == '%') {
+      const double pct = std::stod(s.substr(0, s.size() - 1)) * replicas / 100.0;
+      return static_cast<int>(round_up ? std::ceil(pct) : std::floor(pct));
+    }
+    return std::stoi(s);
+  } catch (...) {
+    return -1;
+  }
 }
 
 long long ms_arg(const Container& c, const std::string& flag, long long fallback) {
@@ -87,35 +112,47 @@ std::vector<RuleResult> check_variant(const Variant& v) {
     for (const auto& c : d.containers) {
       const std::string who = c.name;
       const auto bin = c.binary();
-      auto srv = servers().find(bin);
+      auto srv = servers().find(server_key(c));
       if (srv == servers().end()) {
-        args_p.push_back(who + ": runs '" + bin + "', not a chapter 02 server");
+        args_p.push_back(who + ": runs '" + server_key(c) + "', not one of the course's servers");
       } else {
         for (const auto& a : c.args)
           if (a.rfind("--", 0) == 0 && !srv->second.flags.count(a.substr(0, a.find('='))))
             args_p.push_back(who + ": " + bin + " has no flag " + a);
-        args_ok = bin + " " + join(c.args, " ");
+        args_ok += (args_ok.empty() ? "" : ", ") + who + ": " + bin;
       }
       // readiness
       if (!c.readiness) {
         ready_p.push_back(who + ": no readinessProbe (Ready as soon as the process starts)");
-      } else if (c.readiness->kind != "httpGet") {
-        ready_p.push_back(who + ": readinessProbe is " + c.readiness->kind + ", not httpGet");
-      } else if (srv != servers().end() && !srv->second.paths.count(c.readiness->path)) {
+      } else if (srv != servers().end() && c.readiness->kind != srv->second.probe) {
+        ready_p.push_back(who + ": readinessProbe is " + c.readiness->kind + ", " + bin + " answers " +
+                          srv->second.probe);
+      } else if (srv != servers().end() && c.readiness->kind == "httpGet" &&
+                 !srv->second.paths.count(c.readiness->path)) {
         ready_p.push_back(who + ": " + bin + " does not serve " + c.readiness->path);
-      } else if (srv != servers().end() && !(c.readiness->path == "/readyz" && srv->second.readiness_drains)) {
+      } else if (srv != servers().end() && !srv->second.readiness_drains) {
+        ready_p.push_back(who + ": the readiness of " + bin + " never turns false while draining");
+      } else if (srv != servers().end() && c.readiness->kind == "httpGet" && c.readiness->path != "/readyz") {
         ready_p.push_back(who + ": " + c.readiness->path + " of " + bin + " never turns 503 while draining");
       } else {
-        ready_ok = "httpGet " + c.readiness->path + " every " + std::to_string(c.readiness->period_s) + " s";
+        ready_ok += (ready_ok.empty() ? "" : ", ") + c.readiness->kind +
+                    (c.readiness->kind == "httpGet" ? " " + c.readiness->path : "") + " every " +
+                    std::to_string(c.readiness->period_s) + " s";
       }
       // preStop
       if (c.pre_stop.kind.empty()) {
         pre_p.push_back(who + ": no preStop hook (SIGTERM while endpoints still route here)");
+      } else if (c.pre_stop.kind == "sleep" && c.pre_stop.seconds > d.grace_s.value_or(30)) {
+        pre_p.push_back(who + ": preStop sleep.seconds " + std::to_string(c.pre_stop.seconds) +
+                        " > the grace period: the API server rejects the pod");
+      } else if (c.pre_stop.kind == "sleep" && c.pre_stop.seconds == 0) {
+        pre_p.push_back(who + ": preStop sleep of 0 s does nothing (and is accepted only from Kubernetes 1.33)");
       } else if (c.pre_stop.seconds < kMinPreStopSeconds) {
         pre_p.push_back(who + ": preStop " + c.pre_stop.kind + " lasts " + std::to_string(c.pre_stop.seconds) +
                         " s, < " + std::to_string(kMinPreStopSeconds) + " s");
       } else {
-        pre_ok = c.pre_stop.kind + " " + std::to_string(c.pre_stop.seconds) + " s";
+        const std::string mine = c.pre_stop.kind + " " + std::to_string(c.pre_stop.seconds) + " s";
+        if (pre_ok.find(mine) == std::string::npos) pre_ok += (pre_ok.empty() ? "" : ", ") + mine;
       }
       // budget: grace >= preStop + deadline (drain included for 050) + margin
       const int grace = d.grace_s.value_or(30);
@@ -125,9 +162,10 @@ std::vector<RuleResult> check_variant(const Variant& v) {
                            " has no shutdown deadline, its stop is unbounded (grace " + grace_txt + ")");
       } else {
         const long long deadline_ms = ms_arg(c, "--shutdown-timeout-ms", 10'000);
-        const long long drain_ms = ms_arg(c, "--drain-delay-ms", srv->second.readiness_drains ? 2000 : 0);
+        const auto& drain_flag = srv->second.drain_flag;
+        const long long drain_ms = drain_flag.empty() ? 0 : ms_arg(c, drain_flag, drain_flag == "--drain-ms" ? 1000 : 2000);
         if (deadline_ms < 0 || drain_ms < 0) {
-          budget_p.push_back(who + ": --shutdown-timeout-ms / --drain-delay-ms are not numbers");
+          budget_p.push_back(who + ": --shutdown-timeout-ms / " + drain_flag + " are not numbers");
         } else {
           const long long deadline_s = (deadline_ms + 999) / 1000;
           const long long need = c.pre_stop.seconds + deadline_s + kMarginSeconds;
@@ -136,12 +174,12 @@ std::vector<RuleResult> check_variant(const Variant& v) {
                                   " included) + margin " + std::to_string(kMarginSeconds) + " = " +
                                   std::to_string(need) + " s";
           if (drain_ms >= deadline_ms)
-            budget_p.push_back(who + ": --drain-delay-ms must be shorter than --shutdown-timeout-ms");
+            budget_p.push_back(who + ": " + drain_flag + " must be shorter than --shutdown-timeout-ms");
           if (grace < need)
-            budget_p.push_back("grace " + grace_txt + " < " + sum + ": SIGKILL " +
+            budget_p.push_back(who + ": grace " + grace_txt + " < " + sum + ": SIGKILL " +
                                std::to_string(std::max(2, grace - c.pre_stop.seconds)) + " s after SIGTERM");
           else
-            budget_ok = "grace " + grace_txt + " >= " + sum;
+            budget_ok = "grace " + grace_txt + " >= " + sum;  // the same for every container here
         }
       }
       // security
@@ -154,28 +192,40 @@ std::vector<RuleResult> check_variant(const Variant& v) {
       if (!c.read_only_root_fs.value_or(false)) sec_p.push_back(who + ": readOnlyRootFilesystem not true");
       if (!c.has_requests || !c.has_limits) res_p.push_back(who + ": resources.requests/limits missing");
     }
-    // rollout: capacity never drops during a rolling update
-    if (!d.max_unavailable || *d.max_unavailable != "0")
-      roll_p.push_back("maxUnavailable " + (d.max_unavailable ? *d.max_unavailable : "not set (default 25%)") +
-                       ", want 0");
-    if (!d.max_surge || *d.max_surge == "0" || *d.max_surge == "0%")
-      roll_p.push_back("maxSurge " + (d.max_surge ? *d.max_surge : "not set (default 25%)") + ", want >= 1");
-    if (roll_p.empty()) roll_ok = "maxUnavailable 0, maxSurge " + *d.max_surge;
-    if (!selects(d.selector, d.pod_labels)) roll_p.push_back("selector does not match the pod labels");
-    // PDB selecting the pods
-    bool found = false;
-    for (const auto& p : v.pdbs)
-      if (p.has_budget && selects(p.selector, d.pod_labels)) {
-        found = true;
-        pdb_ok = "PodDisruptionBudget " + p.name + " selects the pods";
-      }
-    if (!found) pdb_p.push_back("no PodDisruptionBudget selects the pods of " + d.name);
+    // rollout: capacity never drops, and the old pod goes only once the new
+    // one is Available (Ready for minReadySeconds) long enough for its
+    // endpoint to reach every kube-proxy.
+    const int unavailable = resolve(d.max_unavailable, d.replicas, false);
+    const int surge = resolve(d.max_surge, d.replicas, true);
+    const std::string as_set = " (" + d.max_unavailable.value_or("default 25%") + " of " +
+                               std::to_string(d.replicas) + ")";
+    if (unavailable != 0) roll_p.push_back(d.name + ": maxUnavailable " + std::to_string(unavailable) + as_set + ", want 0");
+    if (surge < 1) roll_p.push_back(d.name + ": maxSurge " + std::to_string(surge) + ", want >= 1");
+    if (d.min_ready_s < kMinReadySeconds)
+      roll_p.push_back(d.name + ": minReadySeconds " + std::to_string(d.min_ready_s) + " < " +
+                       std::to_string(kMinReadySeconds) + " (the old pod may go before the new endpoint propagates)");
+    if (!selects(d.selector, d.pod_labels)) roll_p.push_back(d.name + ": selector does not match the pod labels");
+    roll_ok = "maxUnavailable " + std::to_string(unavailable) + ", maxSurge " + std::to_string(surge) +
+              ", minReadySeconds " + std::to_string(d.min_ready_s);
+    // PDB: optional; one that selects the pods must leave room for a
+    // voluntary disruption, or every node drain blocks on it.
+    for (const auto& p : v.pdbs) {
+      if (!selects(p.selector, d.pod_labels)) continue;
+      const int may_go = p.max_unavailable ? resolve(p.max_unavailable, d.replicas, false)
+                                           : d.replicas - resolve(p.min_available, d.replicas, true);
+      if (may_go < 1)
+        pdb_p.push_back("PodDisruptionBudget " + p.name + " allows 0 disruptions with replicas " +
+                        std::to_string(d.replicas) + ": node drains block on it");
+      else
+        pdb_ok = "PodDisruptionBudget " + p.name + " allows " + std::to_string(may_go) + " disruption(s)";
+    }
+    if (pdb_ok.empty() && pdb_p.empty()) pdb_ok = "no PodDisruptionBudget (replicas 1: one could only block drains)";
   }
   if (v.deployments.empty()) {
     for (auto* p : {&args_p, &ready_p, &pre_p, &budget_p, &roll_p, &pdb_p, &sec_p, &res_p})
       p->push_back("no valid Deployment to check");
   }
-  add("server-args", args_p, args_ok);
+  add("server-args", args_p, args_ok + " (every flag known)");
   add("readiness-probe", ready_p, ready_ok);
   add("prestop", pre_p, pre_ok);
   add("grace-budget", budget_p, budget_ok);
@@ -184,6 +234,35 @@ std::vector<RuleResult> check_variant(const Variant& v) {
   add("security", sec_p, sec_ok);
   add("resources", res_p, res_ok);
   return out;
+}
+
+RuleResult check_schema(const std::string& chapter_dir, const std::string& variant_dir) {
+  const std::string dir = chapter_dir + "/schema";
+  if (!std::ifstream(dir + "/node_modules/kubernetes-models/package.json"))
+    return {"schema", false, "kubernetes-models not installed: npm ci in " + dir + " (scripts/install-deps)"};
+  // Arguments are our own paths; quote them for the shell anyway.
+  auto quote = [](const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+  };
+  const std::string cmd = "node " + quote(dir + "/check.mjs") + " " + quote(variant_dir) + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return {"schema", false, "cannot run node"};
+  std::string out;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  const int status = ::pclose(pipe);
+  std::vector<std::string> errors;
+  int ok = 0;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("ok ", 0) == 0) ++ok;
+    else if (!line.empty()) errors.push_back(line.rfind("error ", 0) == 0 ? line.substr(6) : line);
+  }
+  if (status != 0 || !errors.empty())
+    return {"schema", false, errors.empty() ? "node failed: " + out : join(errors, "; ")};
+  return {"schema", true, std::to_string(ok) + " documents valid against the Kubernetes OpenAPI schema"};
 }
 
 RuleResult check_dockerfile(const std::string& path) {

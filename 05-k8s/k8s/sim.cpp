@@ -1,20 +1,27 @@
 #include "sim.hpp"
 
+#include <fcntl.h>
 #include <httplib.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <csignal>
+#include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -29,6 +36,32 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+
+constexpr const char* kClusterIp = "10.96.0.10";
+constexpr const char* kOldPodIp = "10.244.0.11";
+constexpr const char* kNewPodIp = "10.244.0.12";
+
+// The one place that knows which build output a manifest's server is:
+// image (without tag) + the binary under /usr/local/bin/ -> chapter dir + file.
+struct PodProgram {
+  std::string protocol;  // "http" or "grpc"
+  std::string path;
+};
+std::optional<PodProgram> pod_program(const SimPrograms& p, const Container& c) {
+  const std::string image = c.image.substr(0, c.image.find(':'));
+  static const std::map<std::string, std::pair<std::string, std::string>> table{
+      // docs:begin pod-binaries
+      {"gs-http/010-naive-exit", {"http", "010-naive-exit"}},
+      {"gs-http/050-drain-first", {"http", "050-drain-first"}},
+      {"gs-grpc/010-naive-exit", {"grpc", "010-naive-exit"}},
+      {"gs-grpc/040-health-drain", {"grpc", "040-health-drain"}},
+      // docs:end pod-binaries
+  };
+  auto it = table.find(image + "/" + c.binary());
+  if (it == table.end()) return std::nullopt;
+  const auto& [protocol, file] = it->second;
+  return PodProgram{protocol, (protocol == "http" ? p.http_dir : p.grpc_dir) + "/" + file};
+}
 
 // haproxy's runtime API: one command per connection.
 std::string admin(const std::string& sock, const std::string& cmd) {
@@ -50,15 +83,131 @@ std::string admin(const std::string& sock, const std::string& cmd) {
   return out;
 }
 
-struct Pod {
-  std::string name;
-  int port = 0;
-  std::unique_ptr<testkit::Process> process;
+std::string tool(const std::string& name) {
+  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"})
+    if (::access((dir + name).c_str(), X_OK) == 0) return dir + name;
+  throw std::runtime_error(name + " not found (scripts/install-deps installs it)");
+}
+
+// Everything a running simulation owns, for abort_simulations().
+std::mutex g_mu;
+std::set<pid_t> g_pids;
+std::set<std::string> g_namespaces;
+
+void run_checked(const std::vector<std::string>& argv) {
+  auto done = testkit::run_to_exit(argv, testkit::scaled(milliseconds(10'000)));
+  if (!done.status.ok()) throw std::runtime_error("failed: " + done.transcript);
+}
+
+// A process the simulation started: registered for abort_simulations().
+class Child {
+ public:
+  explicit Child(std::vector<std::string> argv, testkit::SpawnOptions options = {})
+      : p_(std::make_unique<testkit::Process>(std::move(argv), std::move(options))) {
+    std::lock_guard lock(g_mu);
+    g_pids.insert(p_->pid());
+  }
+  ~Child() {
+    std::lock_guard lock(g_mu);
+    g_pids.erase(p_->pid());
+  }
+  testkit::Process& operator*() { return *p_; }
+  testkit::Process* operator->() { return p_.get(); }
+
+ private:
+  std::unique_ptr<testkit::Process> p_;
 };
+
+// docs:begin netns
+// The cluster network: one namespace, the ClusterIP and the pod addresses on
+// its loopback (they exist nowhere else), an nftables nat table whose output
+// chain DNATs the Service's address to its endpoints, as kube-proxy's
+// iptables and nftables modes do.
+class Netns {
+ public:
+  Netns() : name_("gs-k8s-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++)) {
+    run_checked({tool("ip"), "netns", "add", name_});
+    {
+      std::lock_guard lock(g_mu);
+      g_namespaces.insert(name_);
+    }
+    run_checked({tool("ip"), "-n", name_, "link", "set", "lo", "up"});
+    for (const char* ip : {kClusterIp, kOldPodIp, kNewPodIp})
+      run_checked({tool("ip"), "-n", name_, "addr", "add", std::string(ip) + "/32", "dev", "lo"});
+    nft("table ip kube-proxy {\n  chain services {\n    type nat hook output priority -100;\n  }\n}\n");
+  }
+  ~Netns() {
+    auto done = testkit::run_to_exit({tool("ip"), "netns", "del", name_});
+    std::lock_guard lock(g_mu);
+    g_namespaces.erase(name_);
+  }
+  Netns(const Netns&) = delete;
+  Netns& operator=(const Netns&) = delete;
+  const std::string& name() const { return name_; }
+
+  // Puts the calling thread into the namespace: its sockets and the
+  // processes it starts live there.
+  void enter() const {
+    const int fd = ::open(("/run/netns/" + name_).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) {
+      const std::string why = std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      throw std::runtime_error("setns " + name_ + ": " + why);
+    }
+    ::close(fd);
+  }
+
+  // One nft script, applied atomically. `inside`: the calling thread has
+  // entered the namespace (faster than ip netns exec, which remounts /sys).
+  void nft(const std::string& script, bool inside = false) {
+    const auto file = fs::temp_directory_path() / (name_ + "-" + std::to_string(++counter_) + ".nft");
+    std::ofstream(file) << script;
+    if (inside)
+      run_checked({tool("nft"), "-f", file.string()});
+    else
+      run_checked({tool("ip"), "netns", "exec", name_, tool("nft"), "-f", file.string()});
+    fs::remove(file);
+  }
+
+ private:
+  static inline std::atomic<int> counter_{0};
+  std::string name_;
+};
+
+// kube-proxy's choice (KEP-1669): the ready endpoints; if none is ready,
+// the terminating ones that still serve. One DNAT rule for the Service.
+struct Endpoint {
+  std::string ip;
+  bool ready = false, serving = false, terminating = false;
+};
+std::string service_rule(int port, int target, const std::vector<Endpoint>& eps) {
+  std::vector<std::string> pick;
+  for (const auto& e : eps)
+    if (e.ready) pick.push_back(e.ip);
+  if (pick.empty())
+    for (const auto& e : eps)
+      if (e.serving && e.terminating) pick.push_back(e.ip);
+  std::ostringstream r;
+  r << "flush chain ip kube-proxy services\n";
+  const std::string match = "add rule ip kube-proxy services ip daddr " + std::string(kClusterIp) +
+                            " tcp dport " + std::to_string(port);
+  if (pick.empty()) {
+    r << match << " reject with tcp reset\n";  // no endpoints: kube-proxy rejects
+  } else if (pick.size() == 1) {
+    r << match << " dnat to " << pick[0] << ":" << target << "\n";
+  } else {
+    r << match << " dnat ip to numgen random mod " << pick.size() << " map { ";
+    for (std::size_t i = 0; i < pick.size(); ++i)
+      r << (i ? ", " : "") << i << " : " << pick[i] << " . " << target;
+    r << " }\n";
+  }
+  return r.str();
+}
+// docs:end netns
 
 class Sim {
  public:
-  explicit Sim(const SimOptions& o) : o_(o), start_(Clock::now()) {}
+  Sim(const SimOptions& o, Netns& ns) : o_(o), ns_(ns), start_(Clock::now()) {}
   SimResult run();
 
  private:
@@ -72,215 +221,427 @@ class Sim {
     std::lock_guard lock(mu_);
     result_.timeline.push_back(buf + what);
   }
-  Pod start_pod(const std::string& name);
-  bool probe_ready(const Pod& pod);
-  void load();
+  std::unique_ptr<Child> start_pod(const std::string& ip);
+  bool probe_ready(const std::string& ip);
+  void set_endpoint(const std::string& ip, bool ready, bool serving, bool terminating, const std::string& what);
+  void http_client(const std::string& host, int port, const std::string& prefix);
+  void record(const std::string& id, const std::string& why);
 
   SimOptions o_;
+  Netns& ns_;
   Clock::time_point start_;
   Container c_;
-  int grace_s_ = 30;
-  std::string sock_;
-  int fe_port_ = 0;
+  PodProgram program_;
+  std::optional<Probe> probe_;
+  int grace_s_ = 30, svc_port_ = 0, pod_port_ = 0;
+  std::string redis_;
   std::mutex mu_;
   SimResult result_;
-  std::atomic<int> sent_{0};
+  std::vector<Endpoint> endpoints_;
+  std::atomic<bool> stop_load_{false};
 };
 
-Pod Sim::start_pod(const std::string& name) {
-  Pod pod{name, testkit::free_port(), nullptr};
-  std::vector<std::string> argv{o_.server_dir + "/" + c_.binary()};
+std::unique_ptr<Child> Sim::start_pod(const std::string& ip) {
+  // docs:begin pod
+  std::vector<std::string> argv{tool("ip"), "netns", "exec", ns_.name(), program_.path};
   for (std::size_t i = 0; i < c_.args.size(); ++i) {
     const auto& a = c_.args[i];
     argv.push_back(a);
     if (i + 1 >= c_.args.size()) break;
-    if (a == "--port") {
-      argv.push_back(std::to_string(pod.port)), ++i;  // the pod's own address
+    if (a == "--listen") {
+      argv.push_back(ip), ++i;  // the pod's own address
     } else if (a == "--redis") {
-      argv.push_back(o_.redis), ++i;  // the Service name, resolved
+      argv.push_back(redis_), ++i;  // the Service name, resolved
     } else if (a.size() > 3 && a.substr(a.size() - 3) == "-ms") {
       argv.push_back(std::to_string(real(std::stod(c_.args[i + 1])).count())), ++i;  // scaled time
     }
   }
-  pod.process = std::make_unique<testkit::Process>(argv);
-  return pod;
+  // docs:end pod
+  return std::make_unique<Child>(argv);
 }
 
-bool Sim::probe_ready(const Pod& pod) {
-  httplib::Client cli("127.0.0.1", pod.port);
-  cli.set_connection_timeout(std::chrono::milliseconds(200));
-  cli.set_read_timeout(std::chrono::seconds(1));
-  auto res = cli.Get(c_.readiness->path.c_str());
+bool Sim::probe_ready(const std::string& ip) {
+  if (program_.protocol == "grpc") {
+    Child probe({o_.programs.caller, "--probe", ip + ":" + std::to_string(pod_port_)});
+    auto st = probe->wait_exit(testkit::scaled(milliseconds(5000)));
+    return st && st->ok();
+  }
+  httplib::Client cli(ip, pod_port_);
+  cli.set_connection_timeout(real(1000));
+  cli.set_read_timeout(real(1000));
+  auto res = cli.Get(probe_->path.c_str());
   return res && res->status >= 200 && res->status < 400;
 }
 
-void Sim::load() {
-  const auto t0 = Clock::now();
-  for (int i = 0; i < o_.requests; ++i) {
-    std::this_thread::sleep_until(t0 + std::chrono::microseconds(1'000'000LL * i / o_.rate));
-    char id[16];
-    std::snprintf(id, sizeof id, "r%03d", i);
-    httplib::Client cli("127.0.0.1", fe_port_);
-    cli.set_keep_alive(false);
-    cli.set_connection_timeout(std::chrono::seconds(1));
-    cli.set_read_timeout(std::chrono::seconds(2));
-    auto res = cli.Get(("/incr?id=" + std::string(id)).c_str());
-    std::string why;
-    if (!res) {
-      why = "connection closed by the Service, no response (" + httplib::to_string(res.error()) + ")";
-    } else if (res->status != 200 || res->body.find(std::string("id=") + id) == std::string::npos) {
-      why = "HTTP " + std::to_string(res->status);
-    }
-    {
-      std::lock_guard lock(mu_);
-      if (why.empty()) {
-        ++result_.ok;
-        result_.acked.insert(id);
-      } else {
-        result_.dropped.push_back(std::string(id) + ": " + why);
-      }
-    }
-    sent_.store(i + 1);
+// The EndpointSlice changes, as kube-proxy applies them (callers sleep the
+// lag first).
+void Sim::set_endpoint(const std::string& ip, bool ready, bool serving, bool terminating, const std::string& what) {
+  std::lock_guard lock(mu_);
+  bool found = false;
+  for (auto& e : endpoints_)
+    if (e.ip == ip) e = {ip, ready, serving, terminating}, found = true;
+  if (!found) endpoints_.push_back({ip, ready, serving, terminating});
+  ns_.nft(service_rule(svc_port_, pod_port_, endpoints_), true);
+  const double t = std::chrono::duration<double>(Clock::now() - start_).count() * 1000.0 / o_.ms_per_s;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "t=%5.1fs ", t);
+  result_.timeline.push_back(buf + what);
+}
+
+void Sim::record(const std::string& id, const std::string& why) {
+  std::lock_guard lock(mu_);
+  ++result_.sent;
+  if (why.empty()) {
+    ++result_.ok;
+    result_.acked.insert(id);
+  } else {
+    result_.dropped.push_back(id + ": " + why);
+    ++result_.symptoms[why];
   }
 }
 
+// docs:begin http-client
+// One keep-alive connection, kept as long as the server allows: a new one
+// only after "Connection: close" or an error (httplib reconnects then).
+void Sim::http_client(const std::string& host, int port, const std::string& prefix) {
+  ns_.enter();
+  httplib::Client cli(host, port);
+  cli.set_keep_alive(true);
+  cli.set_connection_timeout(real(1000));
+  cli.set_read_timeout(real(10'000));
+  for (int n = 0; !stop_load_; ++n) {
+    const std::string id = prefix + std::to_string(n);
+    auto res = cli.Post(("/incr?id=" + id).c_str(), "", "text/plain");
+    std::string why;
+    if (!res) {
+      why = httplib::to_string(res.error());
+    } else if (res->status != 200 || res->body.find("id=" + id) == std::string::npos) {
+      why = "HTTP " + std::to_string(res->status);
+    }
+    record(id, why);
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+}
+// docs:end http-client
+
 SimResult Sim::run() {
   const auto variant = load_variant(o_.variant_dir);
-  if (!variant.structure.empty() || variant.deployments.empty())
-    throw std::runtime_error(o_.variant_dir + ": not a valid variant (run k8s-validate)");
-  const auto& d = variant.deployments[0];
-  c_ = d.containers.at(0);
-  grace_s_ = d.grace_s.value_or(30);
+  if (!variant.structure.empty()) throw std::runtime_error(o_.variant_dir + ": not a valid variant (run k8s-validate)");
+  const Deployment* d = nullptr;
+  for (const auto& dep : variant.deployments)
+    if (dep.name == o_.deployment) d = &dep;
+  if (d == nullptr) throw std::runtime_error(o_.variant_dir + ": no Deployment " + o_.deployment);
+  const Service* svc = nullptr;
+  for (const auto& s : variant.service_defs)
+    if (!s.selector.empty() && s.selector == d->pod_labels) svc = &s;
+  if (svc == nullptr) throw std::runtime_error(o_.variant_dir + ": no Service selects " + o_.deployment);
+  c_ = d->containers.at(0);
+  probe_ = c_.readiness;
+  grace_s_ = d->grace_s.value_or(30);
+  svc_port_ = svc->port;
+  pod_port_ = std::stoi(arg_value(c_.args, "--port").value_or("0"));
+  if (std::to_string(pod_port_) != svc->target) throw std::runtime_error("targetPort must be the --port number");
+  const auto program = pod_program(o_.programs, c_);
+  if (!program) throw std::runtime_error("no program for " + c_.image + " " + c_.binary());
+  program_ = *program;
   result_.variant = variant.name;
-  if (!fs::exists(o_.server_dir + "/" + c_.binary()))
-    throw std::runtime_error("no server " + o_.server_dir + "/" + c_.binary());
+  result_.deployment = d->name;
+  result_.protocol = program_.protocol;
+  if (!fs::exists(program_.path)) throw std::runtime_error("no server " + program_.path);
 
-  // Redis: start from nothing.
-  const auto colon = o_.redis.rfind(':');
-  testkit::RedisClient redis(o_.redis.substr(0, colon), std::stoi(o_.redis.substr(colon + 1)));
-  redis.command({"DEL", "incr:ids", "incr:counter"});
+  ns_.enter();  // this thread and everything it starts: inside the cluster network
+  testkit::RedisServer redis_server;
+  redis_ = redis_server.address();
+  testkit::RedisClient redis("127.0.0.1", redis_server.port());
 
-  // The Service.
+  // The ingress (HTTP): haproxy health-checking /readyz of both pod
+  // addresses, scaled like everything else.
+  std::unique_ptr<Child> haproxy;
+  int ingress_port = 0;
   char tmpl[] = "/tmp/k8s-sim-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-  const fs::path dir = tmpl;
-  sock_ = (dir / "admin.sock").string();
-  fe_port_ = testkit::free_port();
-  {
-    std::ofstream cfg(dir / "haproxy.cfg");
-    cfg << "global\n  stats socket " << sock_ << " level admin\n  maxconn 2000\n"
-        << "defaults\n  mode tcp\n  retries 0\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n"
-        << "frontend service\n  bind 127.0.0.1:" << fe_port_ << "\n  default_backend endpoints\n"
-        << "backend endpoints\n  balance roundrobin\n";
-  }
-  testkit::Process haproxy({o_.haproxy, "-db", "-f", (dir / "haproxy.cfg").string()});
   struct Cleanup {
     fs::path dir;
     ~Cleanup() { fs::remove_all(dir); }
-  } cleanup{dir};
-  for (auto until = Clock::now() + testkit::scaled(milliseconds(5000));;) {
-    if (fs::exists(sock_) && testkit::port_accepts(fe_port_)) break;
-    if (Clock::now() > until) throw std::runtime_error("haproxy did not start:\n" + haproxy.transcript());
-    std::this_thread::sleep_for(milliseconds(10));
+  } cleanup{tmpl};
+  if (program_.protocol == "http") {
+    ingress_port = testkit::free_port();
+    const int period = static_cast<int>(real(1000.0 * (probe_ ? probe_->period_s : 1)).count());
+    std::ofstream cfg(cleanup.dir / "haproxy.cfg");
+    // docs:begin ingress
+    cfg << "global\n  maxconn 2000\n  stats socket " << (cleanup.dir / "admin.sock").string() << " level admin\n"
+        << "defaults\n  mode http\n  retries 0\n  timeout connect " << real(1000).count() << "ms\n"
+        << "  timeout client " << real(30'000).count() << "ms\n  timeout server " << real(30'000).count() << "ms\n"
+        << "frontend ingress\n  bind 127.0.0.1:" << ingress_port << "\n  default_backend pods\n"
+        << "backend pods\n  option httpchk GET /readyz\n"
+        // haproxy's defaults (fall 3, rise 2): one slow check on a loaded
+        // machine must not take both pods out; 3 periods fit in the drain.
+        << "  default-server check inter " << std::max(period, 10) << "ms fall 3 rise 2\n"
+        << "  server old " << kOldPodIp << ":" << pod_port_ << "\n"
+        // The new pod's address joins when its endpoint does, as an ingress
+        // controller following EndpointSlices adds it.
+        << "  server new " << kNewPodIp << ":" << pod_port_ << " disabled\n";
+    // docs:end ingress
   }
-  auto add_endpoint = [&](const Pod& pod) {
-    admin(sock_, "add server endpoints/" + pod.name + " 127.0.0.1:" + std::to_string(pod.port));
-    const auto out = admin(sock_, "enable server endpoints/" + pod.name);
-    if (!out.empty() && out != "\n") throw std::runtime_error("haproxy: " + out);
-  };
 
   // The old pod, serving before the load starts.
-  Pod old_pod = start_pod("old");
-  old_pod.process->expect_line("ready", testkit::scaled(milliseconds(5000)));
-  add_endpoint(old_pod);
-  event("old pod Ready, in the Service");
+  auto old_pod = start_pod(kOldPodIp);
+  (*old_pod)->expect_line("ready", testkit::scaled(milliseconds(5000)));
+  set_endpoint(kOldPodIp, true, true, false, "old pod Ready, in the Service");
+  if (program_.protocol == "http") {
+    haproxy = std::make_unique<Child>(
+        std::vector<std::string>{o_.programs.haproxy, "-db", "-f", (cleanup.dir / "haproxy.cfg").string()});
+    // Ready once its first health check has put the old pod in rotation.
+    for (auto until = Clock::now() + testkit::scaled(milliseconds(5000));;) {
+      if (testkit::port_accepts(ingress_port)) {
+        httplib::Client cli("127.0.0.1", ingress_port);
+        if (auto res = cli.Get("/readyz"); res && res->status == 200) break;
+      }
+      if (Clock::now() > until) throw std::runtime_error("haproxy did not start:\n" + (*haproxy)->transcript());
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+  }
 
-  std::thread loader([this] { load(); });
-  std::thread lag_thread;
-  Pod new_pod;
+  // The long-lived clients.
+  std::vector<std::thread> clients;
+  std::unique_ptr<Child> callers;
+  auto stop_clients = [&] {
+    stop_load_ = true;
+    for (auto& t : clients)
+      if (t.joinable()) t.join();
+    if (callers && (*callers)->running()) {
+      (*callers)->send_signal(SIGTERM);
+      (*callers)->expect_exit(testkit::scaled(milliseconds(10'000)));
+    }
+  };
+  std::vector<std::thread> lag_threads;
+  auto after_lag = [&](std::function<void()> change) {
+    lag_threads.emplace_back([this, change = std::move(change), at = Clock::now() + real(o_.lag_ms)] {
+      ns_.enter();
+      std::this_thread::sleep_until(at);
+      change();
+    });
+  };
   try {
-    while (sent_.load() < o_.roll_after) std::this_thread::sleep_for(milliseconds(2));
+    if (program_.protocol == "http") {
+      for (int i = 0; i < o_.clients; ++i)
+        clients.emplace_back([this, i] { http_client(kClusterIp, svc_port_, "s" + std::to_string(i) + "-"); });
+      for (int i = 0; i < 2; ++i)
+        clients.emplace_back([this, i, ingress_port] {
+          http_client("127.0.0.1", ingress_port, "i" + std::to_string(i) + "-");
+        });
+    } else {
+      const auto work = real(200);  // each RPC is in flight 200 manifest ms
+      callers = std::make_unique<Child>(std::vector<std::string>{
+          o_.programs.caller, "--target", std::string(kClusterIp) + ":" + std::to_string(svc_port_), "--callers",
+          std::to_string(o_.clients), "--work-ms", std::to_string(work.count()), "--pause-ms", "20",
+          // gRPC's own clock, scaled like the rest: reconnect backoff 1 s to 120 s.
+          "--reconnect-backoff-ms", std::to_string(std::max<long long>(1, real(1000).count())),
+          "--max-reconnect-backoff-ms", std::to_string(std::max<long long>(1, real(120'000).count()))},
+          // And its backup poller (5 s), which is when an idle C-core channel
+          // notices a closed connection: the server's Shutdown() waits for it.
+          testkit::SpawnOptions{{"GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS=" +
+                                 std::to_string(std::max<long long>(1, real(5000).count()))},
+                                ""});
+      (*callers)->expect_line("ready", testkit::scaled(milliseconds(5000)));
+    }
+    // Every connection has carried requests to the old pod before the rollout.
+    const int warm = 5 * o_.clients;
+    for (auto until = Clock::now() + testkit::scaled(milliseconds(10'000));;) {
+      int ok = 0;
+      if (callers) {
+        const auto out = (*callers)->out();
+        for (std::size_t p = 0; (p = out.find("ok ", p)) != std::string::npos; ++p) ++ok;
+      } else {
+        std::lock_guard lock(mu_);
+        ok = result_.ok;
+      }
+      if (ok >= warm) break;
+      if (Clock::now() > until) throw std::runtime_error("the load never got going through the Service");
+      std::this_thread::sleep_for(milliseconds(5));
+    }
 
     // Rollout (maxSurge 1, maxUnavailable 0): the new pod first.
-    new_pod = start_pod("new");
+    auto new_pod = start_pod(kNewPodIp);
     event("new pod started");
-    if (c_.readiness) {
-      std::this_thread::sleep_for(real(c_.readiness->initial_delay_s * 1000.0));
+    if (probe_) {
+      std::this_thread::sleep_for(real(probe_->initial_delay_s * 1000.0));
       const auto until = Clock::now() + testkit::scaled(milliseconds(10'000));
-      while (!probe_ready(new_pod)) {
-        if (Clock::now() > until || !new_pod.process->running())
-          throw std::runtime_error("new pod never Ready:\n" + new_pod.process->transcript());
-        std::this_thread::sleep_for(real(c_.readiness->period_s * 1000.0));
+      while (!probe_ready(kNewPodIp)) {
+        if (Clock::now() > until || !(*new_pod)->running())
+          throw std::runtime_error("new pod never Ready:\n" + (*new_pod)->transcript());
+        std::this_thread::sleep_for(real(probe_->period_s * 1000.0));
       }
-      event("new pod Ready (" + c_.readiness->path + " answered)");
+      event("new pod Ready (readinessProbe " + probe_->kind + " answered)");
     } else {
       event("new pod Ready (no readinessProbe: as soon as it runs)");
     }
-    std::this_thread::sleep_for(real(o_.lag_ms));
-    add_endpoint(new_pod);
-    event("new pod in the Service");
+    after_lag([this, sock = (cleanup.dir / "admin.sock").string(), ingress = haproxy != nullptr] {
+      set_endpoint(kNewPodIp, true, true, false, "new pod in the Service (ready)");
+      if (ingress) admin(sock, "enable server pods/new");
+    });
+    if (d->min_ready_s > 0) {
+      std::this_thread::sleep_for(real(1000.0 * d->min_ready_s));
+      event("new pod Available (Ready for minReadySeconds " + std::to_string(d->min_ready_s) + ")");
+    }
 
-    // Delete the old pod: endpoint removal and kubelet run in parallel.
+    // docs:begin kubelet
+    // Delete the old pod: the EndpointSlice update and the kubelet start at
+    // the same time. The grace period counts from the kubelet's start of the
+    // kill and includes the preStop hook.
     const auto deleted = Clock::now();
+    const auto window_end = deleted + real(1000.0 * (grace_s_ + o_.margin_s));
     event("old pod deleted");
-    lag_thread = std::thread([&, deleted] {
-      std::this_thread::sleep_until(deleted + real(o_.lag_ms));
-      admin(sock_, "disable server endpoints/old");
-      event("old pod out of the Service");
+    const bool probe_drains = probe_.has_value();  // its serving condition follows the probe
+    after_lag([this, probe_drains] {
+      // ready: false at once; serving: the readiness probe's verdict, which
+      // a draining server turns false (503 / NOT_SERVING) soon after its
+      // signal; a pod without a probe keeps serving: true until it is gone.
+      set_endpoint(kOldPodIp, false, !probe_drains, true,
+                   "old pod terminating in the EndpointSlice (ready: false), no new connections");
     });
     const int pre = c_.pre_stop.seconds;
     if (!c_.pre_stop.kind.empty()) {
       event("preStop " + c_.pre_stop.kind + " " + std::to_string(pre) + " s");
       std::this_thread::sleep_until(deleted + real(1000.0 * std::min(pre, grace_s_)));
     }
-    old_pod.process->send_signal(SIGTERM);
+    (*old_pod)->send_signal(SIGTERM);
     const int left_s = std::max(2, grace_s_ - std::min(pre, grace_s_));
     event("SIGTERM, SIGKILL in " + std::to_string(left_s) + " s");
     // Our own clock, not wait_exit's timeout: the test kit stretches those
     // under sanitizers, the kubelet does not.
     const auto kill_at = Clock::now() + real(1000.0 * left_s);
-    while (old_pod.process->running() && Clock::now() < kill_at) std::this_thread::sleep_for(milliseconds(2));
+    while ((*old_pod)->running() && Clock::now() < kill_at) std::this_thread::sleep_for(milliseconds(2));
     std::optional<testkit::ExitStatus> st;
-    if (!old_pod.process->running()) st = old_pod.process->wait_exit(milliseconds(0));
+    if (!(*old_pod)->running()) st = (*old_pod)->wait_exit(milliseconds(0));
     if (!st) {
       event("grace period over: SIGKILL");
-      st = old_pod.process->kill();
+      st = (*old_pod)->kill();
     }
-    result_.old_stop_s = std::chrono::duration<double>(old_pod.process->exit_time() - deleted).count() * 1000.0 /
-                         o_.ms_per_s;
+    // docs:end kubelet
+    result_.old_stop_s =
+        std::chrono::duration<double>((*old_pod)->exit_time() - deleted).count() * 1000.0 / o_.ms_per_s;
     result_.old_exit = st->str();
     result_.old_graceful = st->ok();
     result_.old_sigkilled = st->killed_by(SIGKILL);
     event("old pod gone: " + result_.old_exit);
+
+    std::this_thread::sleep_until(window_end);
+    stop_clients();
+    result_.window_s = grace_s_ + o_.margin_s;
+    event("load stopped");
+    for (auto& t : lag_threads) t.join();
+    lag_threads.clear();
+
+    // Acknowledged HTTP writes land --work-ms after their request: wait for
+    // every acknowledged id, bounded. gRPC's OK already means persisted.
+    if (callers) {
+      std::istringstream out((*callers)->out());
+      for (std::string line; std::getline(out, line);) {
+        if (line.rfind("ok ", 0) == 0) {
+          record(line.substr(3), "");
+        } else if (line.rfind("fail ", 0) == 0) {
+          const auto sp = line.find(' ', 5);
+          record(line.substr(5, sp - 5), line.substr(sp + 1));
+        }
+      }
+    }
+    const std::string key = program_.protocol == "http" ? "incr:ids" : "work:done";
+    const double work_ms = std::stod(arg_value(c_.args, "--work-ms").value_or("0"));
+    const auto until = Clock::now() + real(work_ms) + testkit::scaled(milliseconds(2000));
+    for (;;) {
+      result_.persisted = redis.smembers(key);
+      bool all = true;
+      for (const auto& id : result_.acked) all = all && result_.persisted.count(id);
+      if (all || Clock::now() > until) break;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    for (const auto& id : result_.acked)
+      if (!result_.persisted.count(id)) result_.lost.insert(id);
+    (*new_pod)->kill();
   } catch (...) {
-    loader.join();
-    if (lag_thread.joinable()) lag_thread.join();
+    stop_load_ = true;
+    for (auto& t : clients)
+      if (t.joinable()) t.join();
+    for (auto& t : lag_threads)
+      if (t.joinable()) t.join();
     throw;
   }
-  loader.join();
-  lag_thread.join();
-  result_.sent = sent_.load();
-
-  // The new pod's last writes land --work-ms after their request: wait for
-  // every acknowledged id, bounded.
-  const double work_ms = std::stod(arg_value(c_.args, "--work-ms").value_or("5000"));
-  const auto until = Clock::now() + real(work_ms) + testkit::scaled(milliseconds(1000));
-  for (;;) {
-    result_.persisted = redis.smembers("incr:ids");
-    bool all = true;
-    for (const auto& id : result_.acked) all = all && result_.persisted.count(id);
-    if (all || Clock::now() > until) break;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  for (const auto& id : result_.acked)
-    if (!result_.persisted.count(id)) result_.lost.insert(id);
-  new_pod.process->kill();
-  haproxy.kill();
+  if (haproxy) (*haproxy)->kill();
+  // Threads record events as they happen: print them in time order.
+  std::stable_sort(result_.timeline.begin(), result_.timeline.end(), [](const std::string& a, const std::string& b) {
+    return std::stod(a.substr(2)) < std::stod(b.substr(2));
+  });
   return result_;
 }
 
 }  // namespace
 
-SimResult simulate(const SimOptions& options) { return Sim(options).run(); }
+std::string failure_summary(const SimResult& r) {
+  int reset = 0, closed = 0, refused = 0, read = 0, http5xx = 0, other = 0;
+  for (const auto& [why, n] : r.symptoms) {
+    if (why.find("reset by peer") != std::string::npos) reset += n;
+    else if (why.find("Socket closed") != std::string::npos) closed += n;
+    else if (why.find("refused") != std::string::npos || why.find("establish connection") != std::string::npos) refused += n;
+    else if (why.find("Failed to read") != std::string::npos) read += n;
+    else if (why.rfind("HTTP 5", 0) == 0) http5xx += n;
+    else other += n;
+  }
+  return "reset by peer " + std::to_string(reset) + ", socket closed " + std::to_string(closed) + ", refused " +
+         std::to_string(refused) + ", no response " + std::to_string(read) + ", HTTP 5xx " + std::to_string(http5xx) +
+         ", other " + std::to_string(other);
+}
+
+std::string netns_unavailable() {
+  if (::geteuid() != 0) return "network namespaces need root (ip netns add)";
+  try {
+    tool("ip");
+    tool("nft");
+    Netns probe;
+  } catch (const std::exception& e) {
+    return std::string("cannot create a network namespace with nftables: ") + e.what();
+  }
+  return "";
+}
+
+SimResult simulate(const SimOptions& options) {
+  Netns ns;
+  // The simulation runs on a thread of its own that enters the namespace;
+  // this thread, and the caller's, stay where they were.
+  SimResult result;
+  std::exception_ptr error;
+  std::thread([&] {
+    try {
+      result = Sim(options, ns).run();
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }).join();
+  if (error) std::rethrow_exception(error);
+  return result;
+}
+
+void abort_simulations() {
+  std::set<pid_t> pids;
+  std::set<std::string> namespaces;
+  {
+    std::lock_guard lock(g_mu);
+    pids = g_pids;
+    namespaces = g_namespaces;
+  }
+  for (pid_t pid : pids) ::kill(pid, SIGKILL);
+  for (const auto& name : namespaces) {
+    try {
+      // Whatever else lives in the namespace (Redis, probes): every process
+      // there was started by this simulation.
+      auto listed = testkit::run_to_exit({tool("ip"), "netns", "pids", name});
+      std::istringstream in(listed.out);
+      for (pid_t pid; in >> pid;)
+        if (pid != ::getpid()) ::kill(pid, SIGKILL);
+      testkit::run_to_exit({tool("ip"), "netns", "del", name});
+    } catch (...) {
+    }
+  }
+}
 
 }  // namespace k8s

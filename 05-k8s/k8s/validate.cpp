@@ -1,7 +1,9 @@
 // k8s-validate: checks the chapter's manifest variants and Dockerfile,
 // offline. Structure: the project's own model of the fields it uses (see
-// manifest.hpp), not the official OpenAPI schema. Budget and safety: the
-// rules in rules.cpp. Prints one line per rule and a verdict per variant;
+// manifest.hpp), which rejects unknown fields; schema: the official
+// Kubernetes OpenAPI schema (kubernetes-models, schema/check.mjs), which
+// checks types and required fields but allows unknown ones. Budget and
+// safety: the rules in rules.cpp. Prints one line per rule and a verdict per variant;
 // exit 0 when every rule passes, 1 when one fails, 2 on bad flags.
 //
 //   k8s-validate --dir 05-k8s                   # every variant + Dockerfile
@@ -57,9 +59,13 @@ int main(int argc, char** argv) {
     if (v.deployments.empty() && v.structure.empty()) {
       std::printf("  (no app Deployment)\n");
     }
-    for (const auto& r : k8s::check_variant(v)) {
+    auto results = k8s::check_variant(v);
+    results.insert(results.begin() + 1, k8s::check_schema(dir, (root / name).string()));
+    for (const auto& r : results) {
       // The Redis manifests run no chapter server: only structure applies.
-      if (name == "redis" && r.rule != "structure" && r.rule != "security" && r.rule != "resources") continue;
+      if (name == "redis" && r.rule != "structure" && r.rule != "schema" && r.rule != "security" &&
+          r.rule != "resources")
+        continue;
       line(r);
       if (!r.ok) ++failed;
     }

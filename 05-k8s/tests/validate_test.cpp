@@ -50,6 +50,7 @@ struct Scratch {
     fs::create_directories(root / "manifests" / variant);
     fs::copy(fs::path(kChapter) / "manifests" / variant, root / "manifests" / variant);
     fs::copy_file(fs::path(kChapter) / "Dockerfile", root / "Dockerfile");
+    fs::create_directory_symlink(fs::path(kChapter) / "schema", root / "schema");  // the npm packages
   }
   ~Scratch() { fs::remove_all(root); }
   void replace(const std::string& file, const std::string& from, const std::string& to) {
@@ -66,14 +67,18 @@ struct Scratch {
 
 }  // namespace
 
-TEST_CASE("validate 010-naive: fails readiness, preStop, budget, rollout, PDB, security and resources") {
+TEST_CASE("validate 010-naive: fails readiness, preStop, budget, rollout (minReadySeconds), security and resources") {
   auto r = validate({"--dir", kChapter, "--variant", "010-naive"});
   INFO(r.out);
   CHECK(r.status.exited);
   CHECK(r.status.code == 1);
-  CHECK(r.failed == std::set<std::string>{"readiness-probe", "prestop", "grace-budget", "rollout", "pdb",
-                                          "security", "resources"});
+  CHECK(r.failed == std::set<std::string>{"readiness-probe", "prestop", "grace-budget", "rollout", "security",
+                                          "resources"});
+  // replicas 1 with the default 25%/25%: maxUnavailable 0, maxSurge 1 already.
+  CHECK(r.out.find("minReadySeconds 0 < 5") != std::string::npos);
+  CHECK(r.out.find("maxUnavailable 0 (default 25% of 1)") == std::string::npos);
   CHECK(r.passed.count("structure"));
+  CHECK(r.passed.count("schema"));
   CHECK(r.passed.count("server-args"));
 }
 
@@ -82,7 +87,9 @@ TEST_CASE("validate 020-prestop-equals-grace: only the grace budget fails, and i
   INFO(r.out);
   CHECK(r.status.code == 1);
   CHECK(r.failed == std::set<std::string>{"grace-budget"});
-  CHECK(r.out.find("grace 30 s < preStop 30 + deadline 15 (drain 5 included) + margin 5 = 50 s") !=
+  CHECK(r.out.find("http: grace 30 s < preStop 30 + deadline 15 (drain 5 included) + margin 5 = 50 s") !=
+        std::string::npos);
+  CHECK(r.out.find("grpc: grace 30 s < preStop 30 + deadline 15 (drain 5 included) + margin 5 = 50 s") !=
         std::string::npos);
 }
 
@@ -92,7 +99,7 @@ TEST_CASE("validate 030-drain and 040-native-sleep: every rule passes") {
     INFO(v << "\n" << r.out);
     CHECK(r.status.ok());
     CHECK(r.failed.empty());
-    CHECK(r.passed.size() == 10);  // 9 rules + the Dockerfile
+    CHECK(r.passed.size() == 11);  // 9 rules + schema + the Dockerfile
   }
 }
 
@@ -100,7 +107,7 @@ TEST_CASE("validate redis and the Dockerfile: structure, security and exec-form 
   auto r = validate({"--dir", kChapter, "--variant", "redis"});
   INFO(r.out);
   CHECK(r.status.ok());
-  CHECK(r.passed == std::set<std::string>{"structure", "security", "resources", "dockerfile"});
+  CHECK(r.passed == std::set<std::string>{"structure", "schema", "security", "resources", "dockerfile"});
 }
 
 TEST_CASE("validate structure: an unknown field, a wrong apiVersion and a wrong type are each rejected") {
@@ -109,7 +116,7 @@ TEST_CASE("validate structure: an unknown field, a wrong apiVersion and a wrong 
   };
   for (const auto& c : {Case{"terminationGracePeriodSeconds: 25", "terminationGracePeriodSecond: 25",
                              "terminationGracePeriodSecond: unknown field"},
-                        Case{"apiVersion: policy/v1", "apiVersion: policy/v1beta1", "expected 'policy/v1'"},
+                        Case{"apiVersion: apps/v1", "apiVersion: apps/v1beta1", "expected 'apps/v1'"},
                         Case{"periodSeconds: 1", "periodSeconds: one", "periodSeconds: expected an integer"},
                         Case{"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: \"yes\"",
                              "readOnlyRootFilesystem: expected true or false"},
@@ -124,7 +131,35 @@ TEST_CASE("validate structure: an unknown field, a wrong apiVersion and a wrong 
   }
 }
 
-TEST_CASE("validate rules: a flag the server lacks, a probe path it does not serve, a PDB selecting nothing fail") {
+TEST_CASE("validate schema: the official schema rejects a wrong type and a missing field, and lets an unknown field through") {
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", "terminationGracePeriodSeconds: 25", "terminationGracePeriodSeconds: \"25\"");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(r.out);
+    CHECK(r.failed.count("schema"));
+    CHECK(r.out.find("terminationGracePeriodSeconds must be integer") != std::string::npos);
+  }
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/grpc.yaml", "      containers:\n", "      initContainers:\n");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(r.out);
+    CHECK(r.failed.count("schema"));
+    CHECK(r.out.find("containers") != std::string::npos);
+  }
+  {
+    // The schema has no additionalProperties: false: only the project's model catches a typo.
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", "terminationGracePeriodSeconds: 25", "terminationGracePeriodSecond: 25");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(r.out);
+    CHECK(r.passed.count("schema"));
+    CHECK(r.failed.count("structure"));
+  }
+}
+
+TEST_CASE("validate rules: a flag the server lacks, a probe path it does not serve, a PDB that blocks drains fail") {
   {
     Scratch s("030-drain");
     s.replace("manifests/030-drain/app.yaml", "\"--drain-delay-ms\"", "\"--drain-ms\"");
@@ -145,11 +180,47 @@ TEST_CASE("validate rules: a flag the server lacks, a probe path it does not ser
     CHECK(r.out.find("/healthz of 050-drain-first never turns 503 while draining") != std::string::npos);
   }
   {
+    // replicas 1 and minAvailable 1: zero disruptions allowed, node drains block.
     Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", "  minAvailable: 1\n  selector:\n    matchLabels:\n      app: http",
-              "  minAvailable: 1\n  selector:\n    matchLabels:\n      app: web");
+    std::ofstream(s.root / "manifests/030-drain/pdb.yaml")
+        << "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: http\n"
+           "spec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app: http\n";
     auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(r.out);
     CHECK(r.failed == std::set<std::string>{"pdb"});
+    CHECK(r.out.find("allows 0 disruptions with replicas 1") != std::string::npos);
+  }
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/grpc.yaml", "grpc:\n              port: 50051", "httpGet:\n              path: /readyz\n              port: 50051");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(r.out);
+    CHECK(r.failed == std::set<std::string>{"readiness-probe"});
+  }
+}
+
+TEST_CASE("validate rollout: resolved like the Deployment controller, \"0%\" is 0, minReadySeconds is required") {
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", "maxUnavailable: 0", "maxUnavailable: \"0%\"");
+    s.replace("manifests/030-drain/app.yaml", "maxSurge: 1", "maxSurge: \"25%\"");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(r.out);
+    CHECK(r.failed.empty());
+  }
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", "maxUnavailable: 0", "maxUnavailable: 1");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    CHECK(r.failed == std::set<std::string>{"rollout"});
+  }
+  {
+    Scratch s("030-drain");
+    s.replace("manifests/030-drain/app.yaml", "  minReadySeconds: 5\n", "");
+    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    INFO(r.out);
+    CHECK(r.failed == std::set<std::string>{"rollout"});
+    CHECK(r.out.find("http: minReadySeconds 0 < 5") != std::string::npos);
   }
 }
 
@@ -185,17 +256,23 @@ TEST_CASE("manifest server args are real: each variant's server starts with its 
   testkit::RedisServer redis;
   for (const char* variant : {"010-naive", "020-prestop-equals-grace", "030-drain", "040-native-sleep"}) {
     const auto v = k8s::load_variant(kChapter + "/manifests/" + variant);
-    REQUIRE(v.deployments.size() == 1);
-    const auto& c = v.deployments[0].containers.at(0);
-    std::vector<std::string> argv{std::string(K8S_SERVER_DIR) + "/" + c.binary()};
-    for (std::size_t i = 0; i < c.args.size(); ++i) {
-      argv.push_back(c.args[i]);
-      // Pod-local values: the port is shared by every pod, the Redis Service name does not resolve here.
-      if (c.args[i] == "--port" || c.args[i] == "--redis") argv.push_back(c.args[i] == "--port" ? "0" : redis.address()), ++i;
+    REQUIRE(v.deployments.size() == 2);
+    for (const auto& d : v.deployments) {
+      const auto& c = d.containers.at(0);
+      const std::string dir = c.image.rfind("gs-grpc:", 0) == 0 ? K8S_GRPC_DIR : K8S_HTTP_DIR;
+      std::vector<std::string> argv{dir + "/" + c.binary()};
+      for (std::size_t i = 0; i < c.args.size(); ++i) {
+        argv.push_back(c.args[i]);
+        // Pod-local values: the port is shared by every pod, the Redis Service name does not resolve here.
+        const auto& a = c.args[i];
+        if (a == "--port") argv.push_back("0"), ++i;
+        if (a == "--redis") argv.push_back(redis.address()), ++i;
+        if (a == "--listen") argv.push_back("127.0.0.1"), ++i;
+      }
+      testkit::Process p(argv);
+      INFO(variant << " " << d.name << "\n" << p.transcript());
+      p.expect_line("ready port=", testkit::scaled(5s));
+      p.kill();
     }
-    testkit::Process p(argv);
-    INFO(variant << "\n" << p.transcript());
-    p.expect_line("ready port=", testkit::scaled(5s));
-    p.kill();
   }
 }
