@@ -9,9 +9,13 @@
 #include "k8s/rules.hpp"
 #include "k8s/sim.hpp"
 #include "testkit/scoreboard.hpp"
+#include "testkit/tour.hpp"
 
 int main() {
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  // Progress on a terminal; Ctrl-C/SIGTERM end every process and then the
+  // simulation's network namespace.
+  testkit::TourRuntime tour("05-k8s");
+  testkit::on_stop([] { k8s::abort_simulations(); });
   if (const auto why = k8s::netns_unavailable(); !why.empty()) {
     std::printf("05-k8s: SKIPPED: %s\n", why.c_str());
     return 0;
@@ -28,12 +32,15 @@ int main() {
       int nfailed = 0;
       for (const auto& r : k8s::check_variant(variant))
         if (!r.ok) failed = ++nfailed == 1 ? "fails " + r.rule : std::to_string(nfailed) + " rules fail";
+      tour.stage(name);
+      tour.scenario("rolling update, gRPC callers");
       k8s::SimOptions o;
       o.variant_dir = root + "/manifests/" + name;
       o.programs = {K8S_HTTP_DIR, K8S_GRPC_DIR, K8S_CALLER, K8S_HAPROXY};
       o.deployment = "grpc";
       const auto g = k8s::simulate(o);
       o.deployment = "http";
+      tour.scenario("rolling update, HTTP keep-alive clients");
       const auto h = k8s::simulate(o);
       if (std::string(name) == "020-prestop-equals-grace") {
         bool unavailable = true;
@@ -60,6 +67,7 @@ int main() {
     board.add_note("  grace + 5 s after the deletion; times are manifest seconds after the deletion.");
     board.add_note("  020 gRPC failures (seed 001): " + seed_symptoms);
     board.add_note("  other: CANCELLED, a call reaching chapter 03's server in the instant its Shutdown() starts.");
+    tour.clear();
     std::printf("%s", board.render().c_str());
     return 0;
   } catch (const std::exception& e) {

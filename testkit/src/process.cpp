@@ -36,6 +36,7 @@ std::string tail(const std::string& s, std::size_t max = 6000) {
 std::mutex registry_mu;
 std::vector<pid_t> registry;
 bool registry_closed = false;
+std::thread::id registry_closer;  // the one thread that may still start processes (cleanups)
 
 void unregister(pid_t pid) {
   std::lock_guard lock(registry_mu);
@@ -47,6 +48,7 @@ void unregister(pid_t pid) {
 std::vector<pid_t> detail::take_live_groups_and_refuse_new() {
   std::lock_guard lock(registry_mu);
   registry_closed = true;
+  registry_closer = std::this_thread::get_id();
   return registry;
 }
 
@@ -107,7 +109,7 @@ Process::Process(std::vector<std::string> argv, SpawnOptions options) : argv_(st
   // Spawned under the registry lock, so that a tour stopping on a signal
   // either sees this process or prevents it from starting.
   std::unique_lock registry_lock(registry_mu);
-  if (registry_closed) {
+  if (registry_closed && std::this_thread::get_id() != registry_closer) {
     // The tour is ending on a signal and about to exit: start nothing more.
     registry_lock.unlock();
     for (;;) ::pause();

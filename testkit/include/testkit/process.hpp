@@ -114,7 +114,7 @@ namespace detail {
 // The process groups of every Process that is alive (constructed and not yet
 // destroyed). The tour runtime ends them all when the tour is signalled; once
 // it has taken them, no new Process may start (the constructor blocks until
-// the tour exits).
+// the tour exits), except from the calling thread, which runs the cleanups.
 std::vector<pid_t> take_live_groups_and_refuse_new();
 }  // namespace detail
 
