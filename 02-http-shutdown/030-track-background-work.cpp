@@ -219,13 +219,15 @@ void reuse_address_only(socket_t sock) {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv,
-                       "usage: 030-track-background-work [--port N] [--redis HOST:PORT] [--work-ms MS] "
-                       "[--handler-ms MS] [--threads N] [--max-pending N] [--trace]");
+                       "usage: 030-track-background-work [--listen ADDR] [--port N] [--redis HOST:PORT] [--work-ms MS] "
+                       "[--handler-ms MS] [--threads N] [--keep-alive-max N] [--max-pending N] [--trace]");
+  const std::string listen = flags.ipv4("--listen");
   const int port = flags.port("--port", 8080);
   const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
   const auto work = flags.millis("--work-ms", 5000, 0, 3'600'000);
   const auto handler_time = flags.millis("--handler-ms", 0, 0, 3'600'000);
   const auto threads = flags.integer("--threads", 16, 1, 1024);
+  const auto keep_alive_max = flags.integer("--keep-alive-max", 5, 1, 100'000);  // requests per connection
   const auto max_pending = static_cast<std::ptrdiff_t>(flags.integer("--max-pending", 256, 1, 100'000));
   const bool trace = flags.present("--trace");
   flags.done();
@@ -253,6 +255,7 @@ int main(int argc, char** argv) {
   // Headers and body leave in two writes: without TCP_NODELAY, Nagle's
   // algorithm and the client's delayed ACK add 40 ms to keep-alive responses.
   svr.set_tcp_nodelay(true);
+  svr.set_keep_alive_max_count(static_cast<std::size_t>(keep_alive_max));
 
   // docs:begin incr
   auto incr = [state, handler_time](const httplib::Request& req, httplib::Response& res) {
@@ -281,9 +284,9 @@ int main(int argc, char** argv) {
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   svr.Get("/readyz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ready\n", "text/plain"); });
 
-  const int bound = port == 0 ? svr.bind_to_any_port("127.0.0.1") : (svr.bind_to_port("127.0.0.1", port) ? port : -1);
+  const int bound = port == 0 ? svr.bind_to_any_port(listen) : (svr.bind_to_port(listen, port) ? port : -1);
   if (bound < 0) {
-    std::fprintf(stderr, "error: --port: cannot listen on 127.0.0.1:%d (address in use?)\n", port);
+    std::fprintf(stderr, "error: --port: cannot listen on %s:%d (address in use?)\n", listen.c_str(), port);
     return 1;
   }
   Clock::time_point signalled{};  // written by the signal thread, read after join()

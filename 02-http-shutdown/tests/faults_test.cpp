@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <httplib.h>
 #include <set>
 #include <thread>
 
@@ -74,6 +75,10 @@ TEST_CASE("every stage rejects invalid flags with exit 2 and one line naming the
   expect_flag_error({bin, "--threads", "0"}, "--threads");
   expect_flag_error({bin, "--max-pending", "0"}, "--max-pending");
   expect_flag_error({bin, "--no-such-flag", "1"}, "--no-such-flag");
+  expect_flag_error({bin, "--listen", "localhost"}, "--listen");
+  expect_flag_error({bin, "--listen", "::1"}, "--listen");
+  expect_flag_error({bin, "--keep-alive-max", "0"}, "--keep-alive-max");
+  expect_flag_error({bin, "--keep-alive-max", "100001"}, "--keep-alive-max");
   if (has_deadline(name)) {
     expect_flag_error({bin, "--shutdown-timeout-ms", "0"}, "--shutdown-timeout-ms");
     expect_flag_error({bin, "--shutdown-timeout-ms", "-100"}, "--shutdown-timeout-ms");
@@ -85,6 +90,22 @@ TEST_CASE("every stage rejects invalid flags with exit 2 and one line naming the
     expect_flag_error({bin, "--drain-delay-ms", "-1"}, "--drain-delay-ms");
     expect_flag_error({bin, "--drain-delay-ms", "5000", "--shutdown-timeout-ms", "5000"}, "--drain-delay-ms");
   }
+}
+
+TEST_CASE("every stage binds --listen and closes a keep-alive connection after --keep-alive-max requests") {
+  auto name = GENERATE(from_range(kStages));
+  INFO(name);
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", "0", "--listen", "127.0.0.2", "--keep-alive-max", "2"});
+  CHECK(get(r.port, "/healthz").error == "refused");  // 127.0.0.1 is not the address it was given
+  httplib::Client c("127.0.0.2", r.port);
+  c.set_keep_alive(true);
+  auto first = c.Get("/healthz");
+  auto second = c.Get("/healthz");
+  REQUIRE(first);
+  REQUIRE(second);
+  CHECK(first->get_header_value("Connection") != "close");
+  CHECK(second->get_header_value("Connection") == "close");  // the 2nd and last on this connection
 }
 
 TEST_CASE("every stage exits 1 with a clear message when its port is in use") {
