@@ -4,30 +4,34 @@
 //   turns 503 at once, but the server keeps serving for --drain-delay-ms (the
 //   time Kubernetes needs to remove the pod from the Service endpoints, so
 //   requests still routed here are answered, not refused), and every response
-//   carries "Connection: close" so clients move to other instances. Then the
-//   listener closes and idle keep-alive connections are closed at once
-//   instead of lingering up to cpp-httplib's 5 s keep-alive timeout. The
-//   rest is 040: wait for requests and writes within --shutdown-timeout-ms
-//   (which includes the drain delay), report what is abandoned, Redis last.
-// Still wrong: nothing the stage table measures. Two races remain, narrow
-//   and documented: a request that arrives on an idle keep-alive connection
-//   in the very instant it is closed fails (inherent to HTTP keep-alive, Go's
-//   closeIdleConns has it too; clients retry idempotent requests on a
-//   connection closed under them), and cpp-httplib gives no hook between
-//   reading a request and routing it, so a request read in the microseconds
-//   before close_idle() runs can be closed unanswered. The drain delay and
-//   "Connection: close" make both rare: by then clients have moved away.
+//   carries "Connection: close" and really closes its connection, so clients
+//   move to other instances. Then the listener closes and connections waiting
+//   for a request are closed at once instead of lingering up to cpp-httplib's
+//   5 s keep-alive timeout, by the thread that serves each of them: a request
+//   is either read, executed and answered, or never read. Connections still
+//   queued for a worker are served, not dropped. The rest is 040: wait for
+//   requests and writes within --shutdown-timeout-ms (which includes the
+//   drain delay), report what is abandoned, Redis last.
+// Still wrong: nothing the stage table measures. A request that arrives on an
+//   idle keep-alive connection in the instant it is closed is not executed
+//   and its client sees the connection close (inherent to HTTP keep-alive;
+//   Go's closeIdleConns has it too): only idempotent requests may be retried
+//   blindly. With --drain-delay-ms 0, connections still in the kernel's
+//   accept queue when the listener closes are reset.
 // Reproduces: seed 003's Kubernetes termination lifecycle (endpoint removal
 //   races SIGTERM), seed 004's closeIdleConns step of Go's Shutdown.
-#include <dirent.h>
+#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
 #include <httplib.h>
-#include <pthread.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
-#include <sys/ioctl.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <chrono>
@@ -40,7 +44,6 @@
 #include <memory>
 #include <mutex>
 #include <semaphore>
-#include <set>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -57,10 +60,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kIdsKey = "incr:ids";          // SADD: which ids were persisted
 constexpr const char* kCounterKey = "incr:counter";  // INCR: how many writes happened
 constexpr std::size_t kMaxIdBytes = 128;
-// Signals this close to the first one are the same request delivered again
-// (a kill of the whole process group, an init forwarding what the runtime
-// also sent), not an operator insisting.
-constexpr auto kSameRequestWindow = 200ms;
 
 // Why an /incr request is refused, or "" when its id is acceptable.
 std::string bad_id(const httplib::Request& req) {
@@ -185,56 +184,126 @@ class Tracker {
 };
 // docs:end tracker
 
-// docs:begin close-idle
-// cpp-httplib 0.11 gives no handle on its connections, and after stop() a
-// connection waiting for its next request keeps waiting for up to the
-// keep-alive timeout (5 s), serving that request if it comes. Go's Shutdown
-// closes idle connections itself; here we find the server's connections
-// among our descriptors (local port = the server's) and shut down the
-// reading side of the idle ones: no unread bytes and no request in progress
-// (the library drops a response when the reading side is gone, so a busy
-// connection must be left to finish; it closes itself after its response
-// because the listener is gone). An idle one wakes with EOF and closes now.
-// The descriptor stays owned, and closed, by cpp-httplib: shutdown() never
-// closes it, so the number cannot be reused under the library's feet.
-class Connections {
+// A connection as cpp-httplib's request parser reads and writes it: every
+// read and write bounded by the server's timeouts, nothing read ahead (so
+// "is a request there?" is a question about the socket alone).
+class SocketStream final : public httplib::Stream {
  public:
-  // Called for every request once it is parsed, and once its response is
-  // written: which connections (by client port) are busy.
-  void begin(int peer_port) {
-    std::lock_guard lock(mu_);
-    busy_.insert(peer_port);
+  SocketStream(socket_t sock, long long read_ms, long long write_ms)
+      : sock_(sock), read_ms_(static_cast<int>(read_ms)), write_ms_(static_cast<int>(write_ms)) {}
+  using httplib::Stream::write;
+  bool is_readable() const override { return ready(POLLIN, read_ms_); }
+  bool is_writable() const override { return ready(POLLOUT, write_ms_); }
+  ssize_t read(char* ptr, size_t size) override {
+    if (!is_readable()) return -1;
+    ssize_t n = 0;
+    do n = ::recv(sock_, ptr, size, 0);
+    while (n < 0 && errno == EINTR);
+    return n;
   }
-  void end(int peer_port) {
-    std::lock_guard lock(mu_);
-    if (auto it = busy_.find(peer_port); it != busy_.end()) busy_.erase(it);
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!is_writable()) return -1;
+    ssize_t n = 0;
+    do n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
   }
-
-  int close_idle(int server_port) {
-    std::lock_guard lock(mu_);  // a request that starts now waits for the scan
-    int closed = 0;
-    DIR* fds = ::opendir("/proc/self/fd");
-    if (fds == nullptr) return 0;
-    while (const dirent* entry = ::readdir(fds)) {
-      const int fd = std::atoi(entry->d_name);
-      sockaddr_in local{}, peer{};
-      socklen_t len = sizeof local, peer_len = sizeof peer;
-      if (fd <= 2 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) continue;
-      if (local.sin_family != AF_INET || ntohs(local.sin_port) != server_port) continue;
-      if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
-      if (busy_.count(ntohs(peer.sin_port)) > 0) continue;
-      int unread = 0;
-      if (::ioctl(fd, FIONREAD, &unread) == 0 && unread == 0 && ::shutdown(fd, SHUT_RD) == 0) ++closed;
-    }
-    ::closedir(fds);
-    return closed;
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { address(::getpeername, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { address(::getsockname, ip, port); }
+  socket_t socket() const override { return sock_; }
+  int peer_port() const {
+    std::string ip;
+    int port = 0;
+    get_remote_ip_and_port(ip, port);
+    return port;
   }
 
  private:
-  std::mutex mu_;
-  std::multiset<int> busy_;
+  bool ready(short events, int ms) const {
+    pollfd fd{sock_, events, 0};
+    int n = 0;
+    do n = ::poll(&fd, 1, ms);
+    while (n < 0 && errno == EINTR);
+    return n > 0;
+  }
+  void address(int (*get)(int, sockaddr*, socklen_t*), std::string& ip, int& port) const {
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    char text[INET_ADDRSTRLEN] = "";
+    if (get(sock_, reinterpret_cast<sockaddr*>(&a), &len) == 0 && a.sin_family == AF_INET) {
+      ::inet_ntop(AF_INET, &a.sin_addr, text, sizeof text);
+      port = ntohs(a.sin_port);
+    }
+    ip = text;
+  }
+  socket_t sock_;
+  int read_ms_, write_ms_;
 };
-// docs:end close-idle
+
+// docs:begin connections
+// cpp-httplib 0.11 serves each connection in a loop that stops at stop()
+// without reading what is already there: a connection still queued for a
+// worker thread is closed unread (its request, sent before the signal, gets
+// EOF), while an idle keep-alive connection waits up to 5 s and serves a
+// request that arrives meanwhile. Its socket cannot be closed from outside
+// without a race (a request read in that instant is executed and its
+// response lost). So this server runs the per-connection loop itself: the
+// thread that owns the connection decides, at one instant, between "a
+// request is there: read, execute and answer it" and "nothing is there:
+// close it unread", and a request that arrives after that instant is never
+// read, so never executed (the client sees the close and may retry).
+class DrainingServer : public httplib::Server {
+ public:
+  DrainingServer() : wake_(::eventfd(0, EFD_CLOEXEC)) {}
+  ~DrainingServer() override { ::close(wake_); }
+  DrainingServer(const DrainingServer&) = delete;
+  DrainingServer& operator=(const DrainingServer&) = delete;
+
+  // From now on each response says "Connection: close" and its connection
+  // is closed after it: the client's next request opens a new connection,
+  // which the load balancer sends to an instance that is staying.
+  void drain() { draining_ = true; }
+  // Connections waiting for a request (idle, or new and still empty) close
+  // now, unread; a request that is there already is still served, last.
+  void close_idle() {
+    draining_ = true;
+    const std::uint64_t one = 1;
+    if (::write(wake_, &one, sizeof one) != sizeof one) std::abort();  // stays readable: wakes every waiter
+  }
+  bool trace = false;
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    SocketStream stream(sock, read_timeout_sec_ * 1000 + read_timeout_usec_ / 1000,
+                        write_timeout_sec_ * 1000 + write_timeout_usec_ / 1000);
+    bool ok = true;
+    for (std::size_t served = 0; served < keep_alive_max_count_ && next_request_is_there(sock, stream);) {
+      const bool last = ++served == keep_alive_max_count_ || draining_;
+      bool client_closes = false;
+      ok = process_request(stream, last, client_closes, nullptr);  // last: "Connection: close", once
+      if (!ok || last || client_closes) break;
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ok;
+  }
+
+  // True when there is something to read (a request, or the client's EOF);
+  // false when the connection waited out the keep-alive timeout, or the
+  // drain closes idle connections and nothing is there. Data wins.
+  bool next_request_is_there(socket_t sock, const SocketStream& stream) {
+    if (trace) std::printf("conn: port=%d waiting for a request\n", stream.peer_port());
+    pollfd fds[2] = {{sock, POLLIN, 0}, {wake_, POLLIN, 0}};
+    int n = 0;
+    do n = ::poll(fds, 2, static_cast<int>(keep_alive_timeout_sec_ * 1000));
+    while (n < 0 && errno == EINTR);
+    return n > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+  }
+
+  std::atomic<bool> draining_{false};
+  const int wake_;  // an eventfd, written once by close_idle()
+};
+// docs:end connections
 
 // Everything a background write uses. Held by shared_ptr: a detached write
 // thread may outlive main().
@@ -249,8 +318,7 @@ struct State {
   std::counting_semaphore<> slots;
   Tracker tracker;
   std::stop_source stop;  // "please stop": requested by the signal thread, awaited by main()
-  std::atomic<bool> draining{false};  // readiness 503 and "Connection: close" from now on
-  Connections connections;
+  std::atomic<bool> draining{false};  // readiness 503 from now on
   std::chrono::milliseconds work{};
   bool trace = false;
 };
@@ -303,22 +371,17 @@ sigset_t handled_signals() {
   return set;
 }
 
-// The first SIGTERM/SIGINT requests the stop; main() does the stopping. A
-// later one (past the same-request window) forces the exit.
+// The first SIGTERM/SIGINT requests the stop; main() does the stopping. Any
+// later one forces the exit, as kube-apiserver's SetupSignalHandler does.
 void signal_loop(std::stop_token finished, std::shared_ptr<State> state) {
   const sigset_t set = handled_signals();
-  Clock::time_point first{};
   while (!finished.stop_requested()) {
     siginfo_t info{};
     const int sig = sigwaitinfo(&set, &info);
     if (sig < 0 || sig == SIGUSR1) continue;  // EINTR, or main() waking us to finish
     if (state->stop.request_stop()) {
-      first = Clock::now();
       std::printf("shutdown: SIG%s from pid %d, stopping (send it again to force the exit)\n", sigabbrev_np(sig),
                   info.si_pid);
-    } else if (Clock::now() - first < kSameRequestWindow) {
-      std::printf("shutdown: SIG%s again within %lld ms: the same request, ignored\n", sigabbrev_np(sig),
-                  static_cast<long long>(kSameRequestWindow.count()));
     } else {
       abandon(*state, std::string("second SIG") + sigabbrev_np(sig));
     }
@@ -374,7 +437,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  httplib::Server svr;
+  DrainingServer svr;
+  svr.trace = trace;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
   svr.set_socket_options(reuse_address_only);
   // Headers and body leave in two writes: without TCP_NODELAY, Nagle's
@@ -416,22 +480,7 @@ int main(int argc, char** argv) {
       res.set_content("ready\n", "text/plain");
     }
   });
-  // Every response while draining (404s and 400s too) tells the client not
-  // to reuse the connection: its next request opens a new one, which the
-  // load balancer sends to an instance that is staying.
-  svr.set_post_routing_handler([state](const httplib::Request&, httplib::Response& res) {
-    if (state->draining) res.set_header("Connection", "close");
-  });
   // docs:end readiness
-  // A connection is busy from a parsed request until its response is written
-  // (the logger runs then): close_idle() leaves it alone meanwhile.
-  svr.set_pre_routing_handler([state](const httplib::Request& req, httplib::Response&) {
-    state->connections.begin(req.remote_port);
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-  svr.set_logger([state](const httplib::Request& req, const httplib::Response&) {
-    state->connections.end(req.remote_port);
-  });
 
   const int bound = port == 0 ? svr.bind_to_any_port(listen) : (svr.bind_to_port(listen, port) ? port : -1);
   if (bound < 0) {
@@ -439,7 +488,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::jthread signals(signal_loop, state);
-  auto listening = std::async(std::launch::async, [&svr] { return svr.listen_after_bind(); });
+  // The listener is watched for the whole run: if it fails before a stop
+  // was asked for, the process would live on serving nothing.
+  auto listening = std::async(std::launch::async, [&svr, state] {
+    const bool ok = svr.listen_after_bind();
+    if (!state->stop.stop_requested()) {
+      std::fprintf(stderr, "error: the HTTP server stopped serving\n");
+      std::_Exit(1);
+    }
+    return ok;
+  });
   while (!svr.is_running()) {  // stop() is a no-op until the server runs
     if (listening.wait_for(1ms) == std::future_status::ready) {
       std::fprintf(stderr, "error: the HTTP server failed to start\n");
@@ -458,12 +516,13 @@ int main(int argc, char** argv) {
   const auto signalled = Clock::now();
   const auto deadline = signalled + shutdown_timeout;  // the drain delay is part of the budget
   state->draining = true;
+  svr.drain();
   std::printf("shutdown: readiness 503, serving with Connection: close for %lld ms\n",
               static_cast<long long>(drain_delay.count()));
   std::this_thread::sleep_for(drain_delay);  // the load balancer's endpoint-removal window
   svr.stop();
-  const int idle = state->connections.close_idle(bound);
-  std::printf("shutdown: listener closed, %d idle connections closed, waiting up to %lld ms for %zu requests\n", idle,
+  svr.close_idle();
+  std::printf("shutdown: listener closed, idle connections closed, waiting up to %lld ms for %zu requests\n",
               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()),
               state->tracker.size());
   // In-flight requests first (listen_after_bind() returns once they are

@@ -42,7 +42,7 @@ std::vector<Cell> row(const std::string& name) {
   auto c = stop_taking_traffic(name);
   Cell traffic = right("503 first, keep-alive closed");
   if (!c.right())
-    traffic = wrong(std::string(c.readiness_503 ? "503" : "no 503") +
+    traffic = wrong("refused after " + ms(c.refused_after_ms) + (c.readiness_503 ? ", 503" : ", no 503") +
                     (c.keep_alive_after_close.ok() ? ", keep-alive served after close" : ""));
   return {counts, sigterm, lost, errors, bounded, traffic};
 }
