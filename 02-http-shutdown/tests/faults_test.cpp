@@ -49,14 +49,26 @@ TEST_CASE("every stage answers /incr with a missing, empty, over-long or non-pri
   for (const std::string& path : std::vector<std::string>{"/incr", "/incr?id=", "/incr?id=" + long_id, "/incr?id=a%01b", "/incr?id=a%20b",
                                  "/incr?id=%C3%A9", "/incr?other=1"}) {
     INFO(path);
-    auto h = get(r.port, path);
+    auto h = post(r.port, path);
     CHECK(h.status == 400);
     CHECK_FALSE(h.body.empty());
   }
-  CHECK(get(r.port, "/incr?id=" + std::string(128, 'y')).ok());  // 128 bytes is still fine
+  CHECK(post(r.port, "/incr?id=" + std::string(128, 'y')).ok());  // 128 bytes is still fine
   r.process->expect_line("write: id=yyyy", 5s);                   // the valid write has landed
   CHECK(redis.client().smembers("incr:ids") == std::set<std::string>{std::string(128, 'y')});
   CHECK(redis.client().command({"GET", "incr:counter"}) == "1");
+}
+
+TEST_CASE("every stage answers GET /incr with 405 and counts a repeated id once") {
+  auto name = GENERATE(from_range(kStages));
+  INFO(name);
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", "0", "--trace"});
+  CHECK(get(r.port, "/incr?id=g1").status == 405);  // a GET must not change state
+  for (int i = 0; i < 3; ++i) CHECK(post(r.port, "/incr?id=twice").ok());  // a client retrying
+  for (int i = 0; i < 3; ++i) r.process->expect_line("write: id=twice", 5s);
+  CHECK(redis.client().smembers("incr:ids") == std::set<std::string>{"twice"});
+  CHECK(redis.client().command({"GET", "incr:counter"}) == "1");  // prevented, not only counted
 }
 
 TEST_CASE("every stage rejects invalid flags with exit 2 and one line naming the flag") {
@@ -147,14 +159,21 @@ TEST_CASE("every stage exits 1 within 2 s with a clear message when Redis is unr
   CHECK(p.out().find("ready") == std::string::npos);
 }
 
-TEST_CASE("030 track: a write that fails because Redis is gone is reported by id on stderr, not dropped silently") {
+TEST_CASE("030 track: an acknowledged write lost because Redis is gone is named, and the exit status is 1") {
   testkit::RedisServer redis;
   auto r = start("030-track-background-work", redis, {"--work-ms", std::to_string(scaled(500ms).count())});
-  REQUIRE(get(r.port, "/incr?id=gone1").ok());
+  REQUIRE(post(r.port, "/incr?id=gone1").ok());
+  REQUIRE(post(r.port, "/incr?id=gone2").ok());
   redis.stop();
-  CHECK(wait_stderr(*r.process, "write: id=gone1 failed", 10s));
+  CHECK(wait_stderr(*r.process, "write: id=gone2 failed", 10s));
   r.process->send_signal(SIGTERM);
-  CHECK(r.process->expect_exit(10s).ok());
+  auto st = r.process->expect_exit(10s);
+  INFO(r.process->transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 1);  // not 0: work was lost
+  CHECK_THAT(r.process->err(), Catch::Contains("lost: id=gone1 (acknowledged, write failed)"));
+  CHECK_THAT(r.process->err(), Catch::Contains("lost: id=gone2 (acknowledged, write failed)"));
+  CHECK_THAT(r.process->out(), Catch::Contains("2 acknowledged writes lost"));
 }
 
 TEST_CASE("040 and 050: writes fail while Redis restarts, are retried with backoff, and all land once it is back") {
@@ -164,7 +183,7 @@ TEST_CASE("040 and 050: writes fail while Redis restarts, are retried with backo
   auto r = start(name, redis, {"--work-ms", std::to_string(scaled(300ms).count()), "--shutdown-timeout-ms", "30000"});
   std::set<std::string> acked;
   for (const char* id : {"f1", "f2", "f3"})
-    if (get(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
+    if (post(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
   REQUIRE(acked.size() == 3);
   redis.stop();  // an outage while the writes are pending
   REQUIRE(wait_stderr(*r.process, "write: id=f1 failed", 10s));
@@ -185,7 +204,7 @@ TEST_CASE("040 and 050: writes Redis never takes are reported by id at the deadl
   redis.stop();
   std::set<std::string> acked;
   for (const char* id : {"down1", "down2"})
-    if (get(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
+    if (post(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
   REQUIRE(acked.size() == 2);
   REQUIRE(wait_stderr(*r.process, "write: id=down2 failed", 10s));
   r.process->send_signal(SIGTERM);

@@ -119,6 +119,14 @@ Http get(int port, const std::string& path, milliseconds timeout) {
   return to_http(res, t0, timeout);
 }
 
+Http post(int port, const std::string& path, milliseconds timeout) {
+  httplib::Client c("127.0.0.1", port);
+  configure(c, timeout);
+  const auto t0 = Clock::now();
+  auto res = c.Post(path);
+  return to_http(res, t0, timeout);
+}
+
 struct KeepAlive::Impl {
   Impl(int port, milliseconds t) : client("127.0.0.1", port), timeout(t) {
     client.set_keep_alive(true);
@@ -135,7 +143,11 @@ Http KeepAlive::get(const std::string& path) {
   auto res = impl_->client.Get(path.c_str());
   return to_http(res, t0, impl_->timeout);
 }
-Http KeepAlive::incr(const std::string& id) { return get("/incr?id=" + id); }
+Http KeepAlive::incr(const std::string& id) {
+  const auto t0 = Clock::now();
+  auto res = impl_->client.Post("/incr?id=" + id);
+  return to_http(res, t0, impl_->timeout);
+}
 void KeepAlive::close() { impl_->client.stop(); }
 
 PendingWrites sigterm_with_pending_writes(const std::string& name) {
@@ -179,7 +191,7 @@ InFlight sigterm_with_request_in_flight(const std::string& name) {
   const auto handler = scaled(800ms);
   auto r = start(name, redis, {"--work-ms", "0", "--handler-ms", std::to_string(handler.count()), "--trace"});
   InFlight out;
-  std::thread client([&] { out.response = get(r.port, "/incr?id=inflight", scaled(10s)); });
+  std::thread client([&] { out.response = post(r.port, "/incr?id=inflight", scaled(10s)); });
   r.process->expect_line("incr: id=inflight started", 5s);  // the request is inside its handler
   const auto t = r.process->send_signal(SIGTERM);
   out.stop = finish(*r.process, t, stop_bound());
@@ -204,7 +216,7 @@ TrafficFirst stop_taking_traffic(const std::string& name) {
       break;
     }
     if (ready.status == 503) out.readiness_503 = true;
-    Http work = get(r.port, "/incr?id=late" + std::to_string(n), 1s);
+    Http work = post(r.port, "/incr?id=late" + std::to_string(n), 1s);
     if (out.readiness_503 && work.ok()) out.served_while_draining = true;
     std::this_thread::sleep_for(10ms);
   }
@@ -225,7 +237,7 @@ Stuck sigterm_with_stuck_handler(const std::string& name) {
   }
   if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "100"});
   auto r = start(name, redis, extra);
-  std::thread client([&] { get(r.port, "/incr?id=stuck", 70s); });
+  std::thread client([&] { post(r.port, "/incr?id=stuck", 70s); });
   r.process->expect_line("incr: id=stuck started", 5s);
   const auto t = r.process->send_signal(SIGTERM);
   // Bound: the deadline (if any) plus a margin.

@@ -48,8 +48,9 @@ struct Http {
   bool ok() const { return status == 200; }
   std::string str() const;  // "200", "503", "refused", ...
 };
-// GET on a fresh connection.
+// GET, and POST with an empty body, on a fresh connection.
 Http get(int port, const std::string& path, milliseconds timeout = milliseconds(5000));
+Http post(int port, const std::string& path, milliseconds timeout = milliseconds(5000));
 
 // A client that keeps its connection open between requests.
 class KeepAlive {

@@ -272,7 +272,7 @@ TEST_CASE("050 drain-first: responses sent while draining carry one Connection: 
   CHECK(raw->find("Connection: close\r\n") != std::string::npos);
   CHECK(raw->find("Connection:") == raw->rfind("Connection:"));  // one header
   CHECK(raw->find("Keep-Alive:") == std::string::npos);           // no contradiction
-  auto incr = get(r.port, "/incr?id=draining");
+  auto incr = post(r.port, "/incr?id=draining");
   CHECK(incr.status == 200);
   CHECK(incr.connection == "close");
   CHECK(r.process->expect_exit(10s).ok());
@@ -286,7 +286,7 @@ TEST_CASE("040 and 050: a second SIGTERM during the graceful stop forces exit 1 
   INFO(name);
   testkit::RedisServer redis;
   auto r = start(name, redis, {"--work-ms", "0", "--handler-ms", "60000", "--trace", "--shutdown-timeout-ms", "60000"});
-  std::thread client([&] { get(r.port, "/incr?id=stuck", 70s); });
+  std::thread client([&] { post(r.port, "/incr?id=stuck", 70s); });
   r.process->expect_line("incr: id=stuck started", 5s);
   r.process->send_signal(SIGTERM);
   r.process->expect_line("send it again to force the exit", 5s);  // the first one was taken
@@ -306,7 +306,7 @@ TEST_CASE("040 and 050: a SIGINT after the SIGTERM was taken forces exit 1 too, 
   INFO(name);
   testkit::RedisServer redis;
   auto r = start(name, redis, {"--work-ms", std::to_string(bound_ms(5000)), "--shutdown-timeout-ms", "60000"});
-  REQUIRE(get(r.port, "/incr?id=pending").ok());  // its write waits --work-ms
+  REQUIRE(post(r.port, "/incr?id=pending").ok());  // its write waits --work-ms
   r.process->send_signal(SIGTERM);
   r.process->expect_line("send it again to force the exit", 5s);
   r.process->send_signal(SIGINT);  // at once: still the second signal
