@@ -76,6 +76,18 @@ class Tracker {
     pending_.erase(token);
     if (pending_.empty()) idle_.notify_all();
   }
+  // It gave up when the deadline asked it to: not done, but not running.
+  void cancelled(std::uint64_t token) {
+    std::lock_guard lock(mu_);
+    if (auto it = pending_.find(token); it != pending_.end())
+      cancelled_.push_back("id=" + it->second.id + " (" + it->second.phase + ")");
+    pending_.erase(token);
+    if (pending_.empty()) idle_.notify_all();
+  }
+  std::vector<std::string> cancelled_items() {
+    std::lock_guard lock(mu_);
+    return cancelled_;
+  }
   std::size_t size() {
     std::lock_guard lock(mu_);
     return pending_.size();
@@ -101,6 +113,7 @@ class Tracker {
   std::mutex mu_;
   std::condition_variable idle_;
   std::map<std::uint64_t, Item> pending_;  // token -> what and how far
+  std::vector<std::string> cancelled_;     // given up at the deadline's request
   std::uint64_t next_ = 0;
 };
 // docs:end tracker
@@ -239,42 +252,64 @@ struct State {
   std::counting_semaphore<> slots;
   Tracker tracker;
   std::stop_source stop;  // "please stop": requested by the signal thread, awaited by main()
+  // "the deadline is near, give up": requested by main(), honoured by every
+  // wait in a handler or a write (Go cancels the requests' contexts so).
+  std::stop_source cancel;
   std::atomic<bool> draining{false};  // readiness 503 from now on
   std::chrono::milliseconds work{};
   bool trace = false;
 };
+
+// docs:begin cancel
+// Sleeps for `d` unless cancellation is requested first: true when it slept
+// in full. Every wait in a handler or a write goes through here.
+bool sleep_unless_cancelled(std::chrono::milliseconds d, std::stop_token cancel) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  cv.wait_for(lock, cancel, d, [] { return false; });
+  return !cancel.stop_requested();
+}
+// docs:end cancel
 
 // docs:begin background-write
 // The seed's processRequest, with retries: a write that fails (Redis
 // restarting, unreachable) is retried with backoff until it succeeds or the
 // shutdown deadline abandons it and reports its id. Never dropped silently.
 void background_write(std::shared_ptr<State> state, std::string id, std::uint64_t token) {
+  const auto cancel = state->cancel.get_token();
   state->tracker.set_phase(token, "waiting --work-ms before writing");
-  std::this_thread::sleep_for(state->work);
+  bool go_on = sleep_unless_cancelled(state->work, cancel);
   auto backoff = 50ms;
-  for (int attempt = 1;; ++attempt) {
+  for (int attempt = 1; go_on; ++attempt) {
     state->tracker.set_phase(token, "writing, attempt " + std::to_string(attempt));
-    const auto why = state->redis.persist(id);
+    const auto why = state->redis.persist(id);  // cannot be cancelled: bounded by the Redis timeout
     if (why.empty()) break;
     state->tracker.set_phase(token, "write failed " + std::to_string(attempt) + " times: " + why);
     std::fprintf(stderr, "write: id=%s failed (%s), retrying in %lld ms\n", id.c_str(), why.c_str(),
                  static_cast<long long>(backoff.count()));
-    std::this_thread::sleep_for(backoff);
+    go_on = sleep_unless_cancelled(backoff, cancel);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
   }
-  if (state->trace) std::printf("write: id=%s persisted\n", id.c_str());
   state->slots.release();
+  if (!go_on) return state->tracker.cancelled(token);  // main() reports it
+  if (state->trace) std::printf("write: id=%s persisted\n", id.c_str());
   state->tracker.done(token);  // last: after this, main() may close Redis
 }
 // docs:end background-write
 
 // docs:begin abandon
-// The deadline has passed (or a second signal came): list what is given up,
-// by id, and exit 1 without running destructors, which could wait for the
+// What the deadline's cancellation stopped, and what still runs and is given
+// up, by id. Exit 1 without running destructors, which could wait for the
 // very threads that are stuck.
+void report_cancelled(State& state) {
+  for (const auto& item : state.tracker.cancelled_items()) std::fprintf(stderr, "cancelled: %s\n", item.c_str());
+}
 [[noreturn]] void abandon(State& state, const std::string& why) {
   const auto pending = state.tracker.pending();
-  std::printf("shutdown: %s, forcing exit with %zu requests unfinished\n", why.c_str(), pending.size());
+  std::printf("shutdown: %s, forcing exit: %zu cancelled, %zu abandoned while still running\n", why.c_str(),
+              state.tracker.cancelled_items().size(), pending.size());
+  report_cancelled(state);
   for (const auto& item : pending) std::fprintf(stderr, "abandoned: %s\n", item.c_str());
   std::fflush(stdout);
   std::fflush(stderr);
@@ -377,8 +412,18 @@ int main(int argc, char** argv) {
     std::string id = req.get_param_value("id");
     const auto token = state->tracker.add(id);  // wg.Add(1), before anything can fail or answer
     if (state->trace) std::printf("incr: id=%s started\n", id.c_str());
-    std::this_thread::sleep_for(handler_time);  // request processing (0 unless a test asks)
-    state->slots.acquire();  // waits while --max-pending writes are in flight
+    // Request processing (0 unless a test asks), then a slot for the write
+    // (while --max-pending writes are in flight): both waits end when the
+    // deadline cancels, and nothing has been done then: the client is told.
+    const auto cancel = state->cancel.get_token();
+    bool go_on = sleep_unless_cancelled(handler_time, cancel);
+    while (go_on && !state->slots.try_acquire_for(10ms)) go_on = !cancel.stop_requested();
+    if (!go_on) {
+      state->tracker.cancelled(token);
+      res.status = 503;
+      res.set_content("cancelled: the server is shutting down\n", "text/plain");
+      return;
+    }
     try {
       std::thread(background_write, state, id, token).detach();
     } catch (...) {
@@ -452,15 +497,30 @@ int main(int argc, char** argv) {
               state->tracker.size());
   // In-flight requests first (listen_after_bind() returns once they are
   // answered), then background writes: both against the same deadline.
-  if (listening.wait_until(deadline) != std::future_status::ready || !state->tracker.wait_until(deadline))
-    abandon(*state, "deadline of " + std::to_string(shutdown_timeout.count()) + " ms exceeded");
+  // Near the deadline (its last tenth, at most 500 ms), cancel: handlers
+  // and writes that wait give up and say so. At the deadline, abandon what
+  // still runs.
+  const auto cancel_at = deadline - std::min(shutdown_timeout / 10, std::chrono::milliseconds(500));
+  const auto all_done = [&](Clock::time_point t) {
+    return listening.wait_until(t) == std::future_status::ready && state->tracker.wait_until(t);
+  };
+  if (!all_done(cancel_at)) {
+    state->cancel.request_stop();
+    if (!all_done(deadline)) abandon(*state, "deadline of " + std::to_string(shutdown_timeout.count()) + " ms exceeded");
+  }
   state->redis.close();  // last: nothing writes any more
   std::printf("shutdown: redis connection closed\n");
   const auto stopped = Clock::now();
+  const auto cancelled = state->tracker.cancelled_items().size();
+  if (cancelled > 0) {
+    std::printf("shutdown: deadline of %lld ms: %zu cancelled, 0 abandoned\n",
+                static_cast<long long>(shutdown_timeout.count()), cancelled);
+    report_cancelled(*state);
+  }
   // docs:end shutdown
   std::printf("shutdown: complete in %lld ms\n",
               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(stopped - signalled).count()));
   signals.request_stop();
   pthread_kill(signals.native_handle(), SIGUSR1);  // wake sigwaitinfo(); the jthread joins it
-  return 0;
+  return cancelled == 0 ? 0 : 1;  // work given up is not a clean stop
 }

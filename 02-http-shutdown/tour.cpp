@@ -34,8 +34,8 @@ std::vector<Cell> row(const std::string& name) {
   if (d.stop.status && d.stop.status->killed_by(SIGTERM)) {
     bounded = right("killed at once");
   } else if (d.stop.status) {
-    bounded = verdict(d.abandoned_reported, d.stop.str() + " at " + ms(d.stop.stop_ms) +
-                                                (d.abandoned_reported ? ", id reported" : ", nothing reported"));
+    bounded = verdict(d.stuck_reported, d.stop.str() + " at " + ms(d.stop.stop_ms) +
+                                                (d.stuck_reported ? ", id reported" : ", nothing reported"));
   }
 
   // C: readiness and keep-alive connections during the stop.

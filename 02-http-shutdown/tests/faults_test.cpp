@@ -196,7 +196,7 @@ TEST_CASE("040 and 050: writes fail while Redis restarts, are retried with backo
   CHECK(redis.client().smembers("incr:ids") == acked);
 }
 
-TEST_CASE("040 and 050: writes Redis never takes are reported by id at the deadline, exit 1") {
+TEST_CASE("040 and 050: writes Redis never takes are cancelled at the deadline and reported by id, exit 1") {
   auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
   INFO(name);
   testkit::RedisServer redis;
@@ -212,6 +212,33 @@ TEST_CASE("040 and 050: writes Redis never takes are reported by id at the deadl
   INFO(r.process->transcript());
   CHECK(st.exited);
   CHECK(st.code == 1);
-  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=down1 (writ"));
-  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=down2 (writ"));
+  // Waiting to retry when the deadline's cancellation came: cancelled, by id.
+  CHECK_THAT(r.process->err(), Catch::Contains("cancelled: id=down1 (write failed"));
+  CHECK_THAT(r.process->err(), Catch::Contains("cancelled: id=down2 (write failed"));
+}
+
+TEST_CASE("040 and 050: near the deadline waits are cancelled, at the deadline what still runs is abandoned, both by id") {
+  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+  INFO(name);
+  testkit::RedisServer redis;
+  // 800 ms, not scaled: the write blocked in Redis must still be blocked at
+  // the deadline, and the stage's Redis timeout (2 s) ends that block.
+  std::vector<std::string> extra = {"--work-ms", "0", "--max-pending", "1", "--trace", "--shutdown-timeout-ms", "800"};
+  if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "0"});
+  auto r = start(name, redis, extra);
+  REQUIRE(redis.client().command({"CLIENT", "PAUSE", "5000", "WRITE"}) == "OK");  // writes now block in Redis
+  REQUIRE(post(r.port, "/incr?id=blocked").ok());  // answered; its write blocks, holding the only slot
+  Http waiting;
+  std::thread client([&] { waiting = post(r.port, "/incr?id=waiting", 20s); });
+  r.process->expect_line("incr: id=waiting started", 5s);  // its handler waits for a slot
+  r.process->send_signal(SIGTERM);
+  auto st = r.process->expect_exit(10s);
+  client.join();
+  INFO(r.process->transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 1);
+  CHECK(waiting.status == 503);  // told, not cut off
+  CHECK_THAT(r.process->out(), Catch::Contains("1 cancelled, 1 abandoned"));
+  CHECK_THAT(r.process->err(), Catch::Contains("cancelled: id=waiting (handling the request)"));
+  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=blocked (writing, attempt 1)"));
 }

@@ -255,7 +255,9 @@ Stuck sigterm_with_stuck_handler(const std::string& name) {
   }
   client.join();  // the process is gone: the client gets its error
   out.stop.transcript = r.process->transcript();
-  out.abandoned_reported = r.process->err().find("abandoned: id=stuck") != std::string::npos;
+  const auto err = r.process->err();
+  out.cancelled_reported = err.find("cancelled: id=stuck") != std::string::npos;
+  out.stuck_reported = out.cancelled_reported || err.find("abandoned: id=stuck") != std::string::npos;
   return out;
 }
 

@@ -120,7 +120,8 @@ struct Stuck {
   Stop stop;
   long long deadline_ms = 0;           // the configured deadline (040/050)
   bool second_signal_sent = false;
-  bool abandoned_reported = false;     // stderr names the stuck id
+  bool stuck_reported = false;         // stderr names the stuck id, cancelled or abandoned
+  bool cancelled_reported = false;     // ... as cancelled: the handler gave up when asked
 };
 Stuck sigterm_with_stuck_handler(const std::string& name);
 

@@ -170,27 +170,27 @@ TEST_CASE("030 track: a handler that never returns keeps it running, and a secon
   CHECK_FALSE(o.stop.status);
 }
 
-TEST_CASE("040 deadline: a handler that never returns is abandoned at the deadline, reported by id, exit 1") {
+TEST_CASE("040 deadline: a handler that would never return is cancelled at the deadline, reported by id, exit 1") {
   auto o = sigterm_with_stuck_handler("040-shutdown-deadline");
   INFO(o.stop.transcript);
   REQUIRE(o.stop.status);
   CHECK_FALSE(o.second_signal_sent);
   CHECK(o.stop.status->exited);
   CHECK(o.stop.status->code == 1);
-  CHECK(o.stop.stop_ms >= o.deadline_ms - 50);
+  CHECK(o.stop.stop_ms >= o.deadline_ms * 9 / 10 - 50);  // cancelled in the deadline's last tenth
   CHECK(o.stop.stop_ms < o.deadline_ms + bound_ms(1000));
-  CHECK(o.abandoned_reported);
+  CHECK(o.cancelled_reported);
 }
 
-TEST_CASE("050 drain-first: a handler that never returns is abandoned at the deadline, reported by id, exit 1") {
+TEST_CASE("050 drain-first: a handler that would never return is cancelled at the deadline, reported by id, exit 1") {
   auto o = sigterm_with_stuck_handler("050-drain-first");
   INFO(o.stop.transcript);
   REQUIRE(o.stop.status);
   CHECK_FALSE(o.second_signal_sent);
   CHECK(o.stop.status->code == 1);
-  CHECK(o.stop.stop_ms >= o.deadline_ms - 50);
+  CHECK(o.stop.stop_ms >= o.deadline_ms * 9 / 10 - 50);  // cancelled in the deadline's last tenth
   CHECK(o.stop.stop_ms < o.deadline_ms + bound_ms(1000));
-  CHECK(o.abandoned_reported);
+  CHECK(o.cancelled_reported);
 }
 
 // --- stops taking traffic first ------------------------------------------------
