@@ -211,7 +211,11 @@ class DrainingServer : public httplib::Server {
     SocketStream stream(sock, read_timeout_sec_ * 1000 + read_timeout_usec_ / 1000,
                         write_timeout_sec_ * 1000 + write_timeout_usec_ / 1000);
     bool ok = true;
-    for (std::size_t served = 0; served < keep_alive_max_count_ && next_request_is_there(sock, stream);) {
+    for (std::size_t served = 0; served < keep_alive_max_count_;) {
+      if (!next_request_is_there(sock, stream)) {
+        if (trace) std::printf("conn: port=%d closed while idle\n", stream.peer_port());
+        break;
+      }
       const bool last = ++served == keep_alive_max_count_ || draining_;
       bool client_closes = false;
       ok = process_request(stream, last, client_closes, nullptr);  // last: "Connection: close", once

@@ -26,7 +26,10 @@ std::vector<Cell> row(const std::string& name) {
 
   // B: SIGTERM while a request is inside its handler.
   auto b = sigterm_with_request_in_flight(name);
-  Cell errors = verdict(b.response.ok(), "in-flight: " + b.response.str());
+  // F: 2 worker threads held by idle keep-alive clients, 6 requests queued.
+  auto q = sigterm_with_queued_connections(name, 2, 2, 6);
+  Cell errors = verdict(b.response.ok() && q.answered == 6,
+                        "in-flight: " + b.response.str() + ", queued: " + std::to_string(q.answered) + "/6 answered");
 
   // D: a handler that never returns.
   auto d = sigterm_with_stuck_handler(name);
@@ -62,6 +65,7 @@ int main(int argc, char**) {
     board.add_note("sent/acked/persisted/lost: 20 requests, SIGTERM after the first 15 were acknowledged.");
     board.add_note("bounded: a handler that never returns; 040/050 have a 1 s deadline and report the id.");
     board.add_note("010 is bounded only because SIGTERM kills it, with everything in flight.");
+    board.add_note("queued: 8 keep-alive clients, 2 threads; 6 requests wait for a worker at SIGTERM.");
     std::cout << board.render();
     return 0;
   } catch (const std::exception& e) {

@@ -221,6 +221,12 @@ TrafficFirst stop_taking_traffic(const std::string& name) {
     std::this_thread::sleep_for(10ms);
   }
   if (name != "010-naive-exit") r.process->expect_line("listener closed", 5s);
+  // 050 closed it (--trace says so, before or after "listener closed").
+  for (auto end = Clock::now() + scaled(5s); drains_first(name);) {
+    if (r.process->out().find("closed while idle") != std::string::npos) break;
+    if (Clock::now() > end) throw testkit::Failure("050 never closed the idle connection:\n" + r.process->transcript());
+    std::this_thread::sleep_for(2ms);
+  }
   out.keep_alive_after_close = keep.get("/healthz");
   keep.close();
   out.stop = finish(*r.process, t, stop_bound());
