@@ -1,15 +1,15 @@
 // 010-naive-exit: the seed 003 experiment server, as first written.
 //
-// Demonstrates: GET|POST /incr?id=ID answers 200 at once and does the real
-//   work in the background after --work-ms: SADD the id to a set and INCR a
-//   counter in Redis, like the seed's `go processRequest(redisdb)`.
+// Demonstrates: POST /incr?id=ID answers 200 at once and does the real work
+//   in the background after --work-ms: SADD the id to a set and INCR a
+//   counter in Redis, like the seed's `go processRequest(redisdb)` (one
+//   script, incr.hpp: a repeated id is not counted twice).
 // Still wrong: there is no signal handling at all. SIGTERM's default action
 //   kills the process on the spot: every write acknowledged during the last
 //   --work-ms is lost, a request being handled is cut off (the client reads a
 //   reset), and readiness never says "stop sending me traffic".
 // Reproduces: seed 003's first run, a rolling update during 1000 requests
 //   "and the counter is less than 1000".
-#include <hiredis/hiredis.h>
 #include <httplib.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 
+#include "incr.hpp"
 #include "support/flags.hpp"
 
 namespace {
@@ -30,91 +31,12 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kIdsKey = "incr:ids";          // SADD: which ids were persisted
-constexpr const char* kCounterKey = "incr:counter";  // INCR: how many writes happened
-constexpr std::size_t kMaxIdBytes = 128;
-
-// Why an /incr request is refused, or "" when its id is acceptable.
-std::string bad_id(const httplib::Request& req) {
-  if (!req.has_param("id")) return "missing id";
-  const std::string id = req.get_param_value("id");
-  if (id.empty()) return "empty id";
-  if (id.size() > kMaxIdBytes) return "id longer than 128 bytes";
-  for (unsigned char c : id)
-    if (c < 0x21 || c > 0x7e) return "id must be printable ASCII without spaces";
-  return "";
-}
-
-// One Redis connection shared by every background write, like the seed's
-// redisdb client. A hiredis context is not thread-safe: a mutex serialises
-// the writes (each takes well under a millisecond).
-class Redis {
- public:
-  Redis(std::string host, int port) : host_(std::move(host)), port_(port) {}
-  ~Redis() { close(); }
-  Redis(const Redis&) = delete;
-  Redis& operator=(const Redis&) = delete;
-
-  // Connects and PINGs: "" or why not.
-  std::string connect() {
-    std::lock_guard lock(mu_);
-    return connect_locked();
-  }
-
-  // SADD the id and INCR the counter in one MULTI/EXEC: "" or why it failed.
-  std::string persist(const std::string& id) {
-    std::lock_guard lock(mu_);
-    if (ctx_ == nullptr || ctx_->err != 0) {
-      if (auto why = connect_locked(); !why.empty()) return why;
-    }
-    redisAppendCommand(ctx_, "MULTI");
-    redisAppendCommand(ctx_, "SADD %s %b", kIdsKey, id.data(), id.size());
-    redisAppendCommand(ctx_, "INCR %s", kCounterKey);
-    redisAppendCommand(ctx_, "EXEC");
-    std::string why;
-    for (int i = 0; i < 4; ++i) {
-      void* raw = nullptr;
-      if (redisGetReply(ctx_, &raw) != REDIS_OK) return ctx_->errstr;  // context unusable now
-      auto* reply = static_cast<redisReply*>(raw);
-      if (reply->type == REDIS_REPLY_ERROR && why.empty()) why = reply->str;
-      if (i == 3 && reply->type != REDIS_REPLY_ARRAY && why.empty()) why = "transaction aborted";
-      freeReplyObject(reply);
-    }
-    return why;
-  }
-
-  void close() {
-    std::lock_guard lock(mu_);
-    if (ctx_ != nullptr) redisFree(ctx_);
-    ctx_ = nullptr;
-  }
-
- private:
-  std::string connect_locked() {
-    if (ctx_ != nullptr) redisFree(ctx_);
-    ctx_ = redisConnectWithTimeout(host_.c_str(), port_, timeval{1, 0});
-    if (ctx_ == nullptr) return "out of memory";
-    if (ctx_->err != 0) return ctx_->errstr;
-    redisSetTimeout(ctx_, timeval{2, 0});  // a stalled Redis fails a write instead of hanging it
-    auto* reply = static_cast<redisReply*>(redisCommand(ctx_, "PING"));
-    if (reply == nullptr) return ctx_->errstr;
-    std::string why = reply->type == REDIS_REPLY_ERROR ? reply->str : "";
-    freeReplyObject(reply);
-    return why;
-  }
-
-  std::string host_;
-  int port_;
-  std::mutex mu_;
-  redisContext* ctx_ = nullptr;
-};
-
 // Everything a background write uses. Held by shared_ptr: a detached write
 // thread may outlive main().
 struct State {
   State(std::string host, int port, std::ptrdiff_t max_pending)
       : redis(std::move(host), port), slots(max_pending) {}
-  Redis redis;
+  incr::Redis redis;
   // At most --max-pending background writes at a time. A thread per request
   // is the seed's goroutine per request; unbounded, a load test that outruns
   // Redis piles up tens of thousands of threads. A full house makes the
@@ -149,14 +71,15 @@ void reuse_address_only(socket_t sock) {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv,
-                       "usage: 010-naive-exit [--port N] [--redis HOST:PORT] [--work-ms MS] "
-                       "[--handler-ms MS] [--threads N] [--max-pending N] [--trace]");
-  const int port = flags.port("--port", 8080);
+                       "usage: 010-naive-exit [--listen ADDR] [--port N] [--redis HOST:PORT] [--work-ms MS] "
+                       "[--handler-ms MS] [--threads N] [--keep-alive-max N] [--max-pending N] [--trace]");
   const std::string listen = flags.ipv4("--listen");
+  const int port = flags.port("--port", 8080);
   const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
   const auto work = flags.millis("--work-ms", 5000, 0, 3'600'000);
   const auto handler_time = flags.millis("--handler-ms", 0, 0, 3'600'000);
   const auto threads = flags.integer("--threads", 16, 1, 1024);
+  const auto keep_alive_max = flags.integer("--keep-alive-max", 5, 1, 100'000);  // requests per connection
   const auto max_pending = static_cast<std::ptrdiff_t>(flags.integer("--max-pending", 256, 1, 100'000));
   const bool trace = flags.present("--trace");
   flags.done();
@@ -178,10 +101,11 @@ int main(int argc, char** argv) {
   // Headers and body leave in two writes: without TCP_NODELAY, Nagle's
   // algorithm and the client's delayed ACK add 40 ms to keep-alive responses.
   svr.set_tcp_nodelay(true);
+  svr.set_keep_alive_max_count(static_cast<std::size_t>(keep_alive_max));
 
   // docs:begin incr
   auto incr = [state, handler_time](const httplib::Request& req, httplib::Response& res) {
-    if (auto why = bad_id(req); !why.empty()) {
+    if (auto why = incr::bad_id(req); !why.empty()) {
       res.status = 400;
       res.set_content(why + "\n", "text/plain");
       return;
@@ -194,8 +118,12 @@ int main(int argc, char** argv) {
     res.set_content("ok id=" + id + "\n", "text/plain");
   };
   // docs:end incr
-  svr.Get("/incr", incr);
-  svr.Post("/incr", incr);
+  svr.Post("/incr", incr);  // it changes state: never a GET, which clients and proxies retry
+  svr.Get("/incr", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "POST");
+    res.set_content("use POST /incr?id=ID\n", "text/plain");
+  });
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   svr.Get("/readyz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ready\n", "text/plain"); });
 

@@ -5,15 +5,17 @@
 //   /incr is added before its 200 is sent and done when its background write
 //   has finished; after the listener is closed and in-flight requests are
 //   answered, main() waits for the tracker to empty and closes the Redis
-//   connection last. Nothing acknowledged is lost.
+//   connection last. Nothing acknowledged is lost while Redis answers; a
+//   write Redis refuses is named on stderr and the exit status is 1.
 // Still wrong: the wait has no deadline. A handler or a write that never
 //   finishes keeps the process alive until the orchestrator's SIGKILL, and a
 //   second signal is ignored. Readiness never turns 503, and an idle
 //   keep-alive connection is still served after stop() (and holds the exit
-//   for up to the 5 s keep-alive timeout).
+//   for up to the 5 s keep-alive timeout). With more keep-alive clients
+//   than --threads, a connection queued for a worker at stop() is closed
+//   unread. A write that fails once is not retried.
 // Reproduces: seed 003's fix, sync.WaitGroup + wg.Wait() + redisdb.Close():
 //   "all 1000 requests were processed correctly".
-#include <hiredis/hiredis.h>
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
@@ -30,92 +32,15 @@
 #include <semaphore>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "incr.hpp"
 #include "support/flags.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-constexpr const char* kIdsKey = "incr:ids";          // SADD: which ids were persisted
-constexpr const char* kCounterKey = "incr:counter";  // INCR: how many writes happened
-constexpr std::size_t kMaxIdBytes = 128;
-
-// Why an /incr request is refused, or "" when its id is acceptable.
-std::string bad_id(const httplib::Request& req) {
-  if (!req.has_param("id")) return "missing id";
-  const std::string id = req.get_param_value("id");
-  if (id.empty()) return "empty id";
-  if (id.size() > kMaxIdBytes) return "id longer than 128 bytes";
-  for (unsigned char c : id)
-    if (c < 0x21 || c > 0x7e) return "id must be printable ASCII without spaces";
-  return "";
-}
-
-// One Redis connection shared by every background write, like the seed's
-// redisdb client. A hiredis context is not thread-safe: a mutex serialises
-// the writes (each takes well under a millisecond).
-class Redis {
- public:
-  Redis(std::string host, int port) : host_(std::move(host)), port_(port) {}
-  ~Redis() { close(); }
-  Redis(const Redis&) = delete;
-  Redis& operator=(const Redis&) = delete;
-
-  // Connects and PINGs: "" or why not.
-  std::string connect() {
-    std::lock_guard lock(mu_);
-    return connect_locked();
-  }
-
-  // SADD the id and INCR the counter in one MULTI/EXEC: "" or why it failed.
-  std::string persist(const std::string& id) {
-    std::lock_guard lock(mu_);
-    if (ctx_ == nullptr || ctx_->err != 0) {
-      if (auto why = connect_locked(); !why.empty()) return why;
-    }
-    redisAppendCommand(ctx_, "MULTI");
-    redisAppendCommand(ctx_, "SADD %s %b", kIdsKey, id.data(), id.size());
-    redisAppendCommand(ctx_, "INCR %s", kCounterKey);
-    redisAppendCommand(ctx_, "EXEC");
-    std::string why;
-    for (int i = 0; i < 4; ++i) {
-      void* raw = nullptr;
-      if (redisGetReply(ctx_, &raw) != REDIS_OK) return ctx_->errstr;  // context unusable now
-      auto* reply = static_cast<redisReply*>(raw);
-      if (reply->type == REDIS_REPLY_ERROR && why.empty()) why = reply->str;
-      if (i == 3 && reply->type != REDIS_REPLY_ARRAY && why.empty()) why = "transaction aborted";
-      freeReplyObject(reply);
-    }
-    return why;
-  }
-
-  void close() {
-    std::lock_guard lock(mu_);
-    if (ctx_ != nullptr) redisFree(ctx_);
-    ctx_ = nullptr;
-  }
-
- private:
-  std::string connect_locked() {
-    if (ctx_ != nullptr) redisFree(ctx_);
-    ctx_ = redisConnectWithTimeout(host_.c_str(), port_, timeval{1, 0});
-    if (ctx_ == nullptr) return "out of memory";
-    if (ctx_->err != 0) return ctx_->errstr;
-    redisSetTimeout(ctx_, timeval{2, 0});  // a stalled Redis fails a write instead of hanging it
-    auto* reply = static_cast<redisReply*>(redisCommand(ctx_, "PING"));
-    if (reply == nullptr) return ctx_->errstr;
-    std::string why = reply->type == REDIS_REPLY_ERROR ? reply->str : "";
-    freeReplyObject(reply);
-    return why;
-  }
-
-  std::string host_;
-  int port_;
-  std::mutex mu_;
-  redisContext* ctx_ = nullptr;
-};
 
 // docs:begin tracker
 // A WaitGroup that knows what it waits for. Every accepted /incr is added
@@ -128,10 +53,16 @@ class Tracker {
     pending_.emplace(++next_, id);
     return next_;
   }
-  void done(std::uint64_t token) {
+  // ok = false: the write failed, and the id was acknowledged all the same.
+  void done(std::uint64_t token, bool ok = true) {
     std::lock_guard lock(mu_);
+    if (auto it = pending_.find(token); it != pending_.end() && !ok) failed_.push_back(it->second);
     pending_.erase(token);
     if (pending_.empty()) idle_.notify_all();
+  }
+  std::vector<std::string> failed() {
+    std::lock_guard lock(mu_);
+    return failed_;
   }
   std::size_t size() {
     std::lock_guard lock(mu_);
@@ -146,6 +77,7 @@ class Tracker {
   std::mutex mu_;
   std::condition_variable idle_;
   std::map<std::uint64_t, std::string> pending_;  // token -> id
+  std::vector<std::string> failed_;                // acknowledged ids whose write failed
   std::uint64_t next_ = 0;
 };
 // docs:end tracker
@@ -155,7 +87,7 @@ class Tracker {
 struct State {
   State(std::string host, int port, std::ptrdiff_t max_pending)
       : redis(std::move(host), port), slots(max_pending) {}
-  Redis redis;
+  incr::Redis redis;
   // At most --max-pending background writes at a time. A thread per request
   // is the seed's goroutine per request; unbounded, a load test that outruns
   // Redis piles up tens of thousands of threads. A full house makes the
@@ -171,12 +103,13 @@ struct State {
 // but main() now waits for the tracker before it returns.
 void background_write(std::shared_ptr<State> state, std::string id, std::uint64_t token) {
   std::this_thread::sleep_for(state->work);
-  if (auto why = state->redis.persist(id); !why.empty())
+  const auto why = state->redis.persist(id);
+  if (!why.empty())
     std::fprintf(stderr, "write: id=%s failed: %s\n", id.c_str(), why.c_str());
   else if (state->trace)
     std::printf("write: id=%s persisted\n", id.c_str());
   state->slots.release();
-  state->tracker.done(token);  // last: after this, main() may close Redis
+  state->tracker.done(token, why.empty());  // last: after this, main() may close Redis
 }
 // docs:end background-write
 
@@ -219,13 +152,15 @@ void reuse_address_only(socket_t sock) {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv,
-                       "usage: 030-track-background-work [--port N] [--redis HOST:PORT] [--work-ms MS] "
-                       "[--handler-ms MS] [--threads N] [--max-pending N] [--trace]");
+                       "usage: 030-track-background-work [--listen ADDR] [--port N] [--redis HOST:PORT] [--work-ms MS] "
+                       "[--handler-ms MS] [--threads N] [--keep-alive-max N] [--max-pending N] [--trace]");
+  const std::string listen = flags.ipv4("--listen");
   const int port = flags.port("--port", 8080);
   const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
   const auto work = flags.millis("--work-ms", 5000, 0, 3'600'000);
   const auto handler_time = flags.millis("--handler-ms", 0, 0, 3'600'000);
   const auto threads = flags.integer("--threads", 16, 1, 1024);
+  const auto keep_alive_max = flags.integer("--keep-alive-max", 5, 1, 100'000);  // requests per connection
   const auto max_pending = static_cast<std::ptrdiff_t>(flags.integer("--max-pending", 256, 1, 100'000));
   const bool trace = flags.present("--trace");
   flags.done();
@@ -253,10 +188,11 @@ int main(int argc, char** argv) {
   // Headers and body leave in two writes: without TCP_NODELAY, Nagle's
   // algorithm and the client's delayed ACK add 40 ms to keep-alive responses.
   svr.set_tcp_nodelay(true);
+  svr.set_keep_alive_max_count(static_cast<std::size_t>(keep_alive_max));
 
   // docs:begin incr
   auto incr = [state, handler_time](const httplib::Request& req, httplib::Response& res) {
-    if (auto why = bad_id(req); !why.empty()) {
+    if (auto why = incr::bad_id(req); !why.empty()) {
       res.status = 400;
       res.set_content(why + "\n", "text/plain");
       return;
@@ -276,14 +212,18 @@ int main(int argc, char** argv) {
     res.set_content("ok id=" + id + "\n", "text/plain");
   };
   // docs:end incr
-  svr.Get("/incr", incr);
-  svr.Post("/incr", incr);
+  svr.Post("/incr", incr);  // it changes state: never a GET, which clients and proxies retry
+  svr.Get("/incr", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "POST");
+    res.set_content("use POST /incr?id=ID\n", "text/plain");
+  });
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   svr.Get("/readyz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ready\n", "text/plain"); });
 
-  const int bound = port == 0 ? svr.bind_to_any_port("127.0.0.1") : (svr.bind_to_port("127.0.0.1", port) ? port : -1);
+  const int bound = port == 0 ? svr.bind_to_any_port(listen) : (svr.bind_to_port(listen, port) ? port : -1);
   if (bound < 0) {
-    std::fprintf(stderr, "error: --port: cannot listen on 127.0.0.1:%d (address in use?)\n", port);
+    std::fprintf(stderr, "error: --port: cannot listen on %s:%d (address in use?)\n", listen.c_str(), port);
     return 1;
   }
   Clock::time_point signalled{};  // written by the signal thread, read after join()
@@ -302,8 +242,13 @@ int main(int argc, char** argv) {
   state->redis.close();   // redisdb.Close(): last, nothing writes any more
   std::printf("shutdown: redis connection closed\n");
   const auto stopped = Clock::now();
+  // An acknowledged write that failed is lost work: name it, and say so in
+  // the exit status (an orchestrator or a script sees only that).
+  const auto failed = state->tracker.failed();
+  for (const auto& id : failed) std::fprintf(stderr, "lost: id=%s (acknowledged, write failed)\n", id.c_str());
   // docs:end listen
-  std::printf("shutdown: complete in %lld ms\n",
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(stopped - signalled).count()));
-  return 0;
+  std::printf("shutdown: complete in %lld ms, %zu acknowledged writes lost\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(stopped - signalled).count()),
+              failed.size());
+  return failed.empty() ? 0 : 1;
 }

@@ -4,22 +4,25 @@
 // Demonstrates: 030 plus --shutdown-timeout-ms. main() waits for the stop
 //   request (a std::stop_source the signal thread triggers), closes the
 //   listener, then waits for in-flight requests and background writes only
-//   until the deadline. Past it, every unfinished request is listed by id on
-//   stderr and the process exits 1: the orchestrator's SIGKILL would lose the
-//   same work, silently. A second SIGTERM/SIGINT forces the same exit at once
-//   (signals within 200 ms of the first are the same request delivered twice,
-//   e.g. to the process group, and are ignored). Writes that fail because
-//   Redis is gone are retried with backoff until they succeed or the deadline
-//   abandons them, never dropped silently.
+//   until the deadline. In its last tenth a std::stop_token cancels them:
+//   handlers and writes that wait give up (the client gets a 503, the id is
+//   listed as cancelled). At the deadline whatever still runs (a write
+//   blocked in Redis) is abandoned: listed by id on stderr, exit 1. The
+//   orchestrator's SIGKILL would lose the same work, silently. Once the first SIGTERM/SIGINT was taken, any
+//   further one forces the same exit at once (kube-apiserver's rule). Writes
+//   that fail because Redis is gone are retried with backoff until they
+//   succeed or the deadline abandons them, never dropped silently.
 // Still wrong: it stops taking traffic abruptly. Readiness never turns 503,
 //   so a load balancer keeps sending requests that are refused the moment the
 //   listener closes; and cpp-httplib 0.11's stop() leaves an idle keep-alive
 //   connection waiting up to its 5 s keep-alive timeout, serving a request
-//   that arrives on it meanwhile, and holding the exit until then.
+//   that arrives on it meanwhile, and holding the exit until then. With more
+//   keep-alive clients than --threads, a connection still queued for a
+//   worker at stop() is closed unread: its request, sent before the signal,
+//   gets EOF, and the stage still exits 0.
 // Reproduces: seed 003's optional shutdown timeout (context.WithTimeout,
-//   "timeout, forcing shutdown"), seed 002's kube-apiserver SetupSignalContext
+//   "timeout, forcing shutdown"; Go's Close() cancelling request contexts), seed 002's kube-apiserver SetupSignalContext
 //   (a second signal exits with status 1), seed 004's forced exit after a wait.
-#include <hiredis/hiredis.h>
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
@@ -41,95 +44,13 @@
 #include <utility>
 #include <vector>
 
+#include "incr.hpp"
 #include "support/flags.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-constexpr const char* kIdsKey = "incr:ids";          // SADD: which ids were persisted
-constexpr const char* kCounterKey = "incr:counter";  // INCR: how many writes happened
-constexpr std::size_t kMaxIdBytes = 128;
-// Signals this close to the first one are the same request delivered again
-// (a kill of the whole process group, an init forwarding what the runtime
-// also sent), not an operator insisting.
-constexpr auto kSameRequestWindow = 200ms;
-
-// Why an /incr request is refused, or "" when its id is acceptable.
-std::string bad_id(const httplib::Request& req) {
-  if (!req.has_param("id")) return "missing id";
-  const std::string id = req.get_param_value("id");
-  if (id.empty()) return "empty id";
-  if (id.size() > kMaxIdBytes) return "id longer than 128 bytes";
-  for (unsigned char c : id)
-    if (c < 0x21 || c > 0x7e) return "id must be printable ASCII without spaces";
-  return "";
-}
-
-// One Redis connection shared by every background write, like the seed's
-// redisdb client. A hiredis context is not thread-safe: a mutex serialises
-// the writes (each takes well under a millisecond).
-class Redis {
- public:
-  Redis(std::string host, int port) : host_(std::move(host)), port_(port) {}
-  ~Redis() { close(); }
-  Redis(const Redis&) = delete;
-  Redis& operator=(const Redis&) = delete;
-
-  // Connects and PINGs: "" or why not.
-  std::string connect() {
-    std::lock_guard lock(mu_);
-    return connect_locked();
-  }
-
-  // SADD the id and INCR the counter in one MULTI/EXEC: "" or why it failed.
-  std::string persist(const std::string& id) {
-    std::lock_guard lock(mu_);
-    if (ctx_ == nullptr || ctx_->err != 0) {
-      if (auto why = connect_locked(); !why.empty()) return why;
-    }
-    redisAppendCommand(ctx_, "MULTI");
-    redisAppendCommand(ctx_, "SADD %s %b", kIdsKey, id.data(), id.size());
-    redisAppendCommand(ctx_, "INCR %s", kCounterKey);
-    redisAppendCommand(ctx_, "EXEC");
-    std::string why;
-    for (int i = 0; i < 4; ++i) {
-      void* raw = nullptr;
-      if (redisGetReply(ctx_, &raw) != REDIS_OK) return ctx_->errstr;  // context unusable now
-      auto* reply = static_cast<redisReply*>(raw);
-      if (reply->type == REDIS_REPLY_ERROR && why.empty()) why = reply->str;
-      if (i == 3 && reply->type != REDIS_REPLY_ARRAY && why.empty()) why = "transaction aborted";
-      freeReplyObject(reply);
-    }
-    return why;
-  }
-
-  void close() {
-    std::lock_guard lock(mu_);
-    if (ctx_ != nullptr) redisFree(ctx_);
-    ctx_ = nullptr;
-  }
-
- private:
-  std::string connect_locked() {
-    if (ctx_ != nullptr) redisFree(ctx_);
-    ctx_ = redisConnectWithTimeout(host_.c_str(), port_, timeval{1, 0});
-    if (ctx_ == nullptr) return "out of memory";
-    if (ctx_->err != 0) return ctx_->errstr;
-    redisSetTimeout(ctx_, timeval{2, 0});  // a stalled Redis fails a write instead of hanging it
-    auto* reply = static_cast<redisReply*>(redisCommand(ctx_, "PING"));
-    if (reply == nullptr) return ctx_->errstr;
-    std::string why = reply->type == REDIS_REPLY_ERROR ? reply->str : "";
-    freeReplyObject(reply);
-    return why;
-  }
-
-  std::string host_;
-  int port_;
-  std::mutex mu_;
-  redisContext* ctx_ = nullptr;
-};
 
 // docs:begin tracker
 // A WaitGroup that knows what it waits for, and how far each item got, so
@@ -149,6 +70,18 @@ class Tracker {
     std::lock_guard lock(mu_);
     pending_.erase(token);
     if (pending_.empty()) idle_.notify_all();
+  }
+  // It gave up when the deadline asked it to: not done, but not running.
+  void cancelled(std::uint64_t token) {
+    std::lock_guard lock(mu_);
+    if (auto it = pending_.find(token); it != pending_.end())
+      cancelled_.push_back("id=" + it->second.id + " (" + it->second.phase + ")");
+    pending_.erase(token);
+    if (pending_.empty()) idle_.notify_all();
+  }
+  std::vector<std::string> cancelled_items() {
+    std::lock_guard lock(mu_);
+    return cancelled_;
   }
   std::size_t size() {
     std::lock_guard lock(mu_);
@@ -175,6 +108,7 @@ class Tracker {
   std::mutex mu_;
   std::condition_variable idle_;
   std::map<std::uint64_t, Item> pending_;  // token -> what and how far
+  std::vector<std::string> cancelled_;     // given up at the deadline's request
   std::uint64_t next_ = 0;
 };
 // docs:end tracker
@@ -184,7 +118,7 @@ class Tracker {
 struct State {
   State(std::string host, int port, std::ptrdiff_t max_pending)
       : redis(std::move(host), port), slots(max_pending) {}
-  Redis redis;
+  incr::Redis redis;
   // At most --max-pending background writes at a time. A thread per request
   // is the seed's goroutine per request; unbounded, a load test that outruns
   // Redis piles up tens of thousands of threads. A full house makes the
@@ -192,41 +126,63 @@ struct State {
   std::counting_semaphore<> slots;
   Tracker tracker;
   std::stop_source stop;  // "please stop": requested by the signal thread, awaited by main()
+  // "the deadline is near, give up": requested by main(), honoured by every
+  // wait in a handler or a write (Go cancels the requests' contexts so).
+  std::stop_source cancel;
   std::chrono::milliseconds work{};
   bool trace = false;
 };
+
+// docs:begin cancel
+// Sleeps for `d` unless cancellation is requested first: true when it slept
+// in full. Every wait in a handler or a write goes through here.
+bool sleep_unless_cancelled(std::chrono::milliseconds d, std::stop_token cancel) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  cv.wait_for(lock, cancel, d, [] { return false; });
+  return !cancel.stop_requested();
+}
+// docs:end cancel
 
 // docs:begin background-write
 // The seed's processRequest, with retries: a write that fails (Redis
 // restarting, unreachable) is retried with backoff until it succeeds or the
 // shutdown deadline abandons it and reports its id. Never dropped silently.
 void background_write(std::shared_ptr<State> state, std::string id, std::uint64_t token) {
+  const auto cancel = state->cancel.get_token();
   state->tracker.set_phase(token, "waiting --work-ms before writing");
-  std::this_thread::sleep_for(state->work);
+  bool go_on = sleep_unless_cancelled(state->work, cancel);
   auto backoff = 50ms;
-  for (int attempt = 1;; ++attempt) {
+  for (int attempt = 1; go_on; ++attempt) {
     state->tracker.set_phase(token, "writing, attempt " + std::to_string(attempt));
-    const auto why = state->redis.persist(id);
+    const auto why = state->redis.persist(id);  // cannot be cancelled: bounded by the Redis timeout
     if (why.empty()) break;
     state->tracker.set_phase(token, "write failed " + std::to_string(attempt) + " times: " + why);
     std::fprintf(stderr, "write: id=%s failed (%s), retrying in %lld ms\n", id.c_str(), why.c_str(),
                  static_cast<long long>(backoff.count()));
-    std::this_thread::sleep_for(backoff);
+    go_on = sleep_unless_cancelled(backoff, cancel);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
   }
-  if (state->trace) std::printf("write: id=%s persisted\n", id.c_str());
   state->slots.release();
+  if (!go_on) return state->tracker.cancelled(token);  // main() reports it
+  if (state->trace) std::printf("write: id=%s persisted\n", id.c_str());
   state->tracker.done(token);  // last: after this, main() may close Redis
 }
 // docs:end background-write
 
 // docs:begin abandon
-// The deadline has passed (or a second signal came): list what is given up,
-// by id, and exit 1 without running destructors, which could wait for the
+// What the deadline's cancellation stopped, and what still runs and is given
+// up, by id. Exit 1 without running destructors, which could wait for the
 // very threads that are stuck.
+void report_cancelled(State& state) {
+  for (const auto& item : state.tracker.cancelled_items()) std::fprintf(stderr, "cancelled: %s\n", item.c_str());
+}
 [[noreturn]] void abandon(State& state, const std::string& why) {
   const auto pending = state.tracker.pending();
-  std::printf("shutdown: %s, forcing exit with %zu requests unfinished\n", why.c_str(), pending.size());
+  std::printf("shutdown: %s, forcing exit: %zu cancelled, %zu abandoned while still running\n", why.c_str(),
+              state.tracker.cancelled_items().size(), pending.size());
+  report_cancelled(state);
   for (const auto& item : pending) std::fprintf(stderr, "abandoned: %s\n", item.c_str());
   std::fflush(stdout);
   std::fflush(stderr);
@@ -244,22 +200,17 @@ sigset_t handled_signals() {
   return set;
 }
 
-// The first SIGTERM/SIGINT requests the stop; main() does the stopping. A
-// later one (past the same-request window) forces the exit.
+// The first SIGTERM/SIGINT requests the stop; main() does the stopping. Any
+// later one forces the exit, as kube-apiserver's SetupSignalHandler does.
 void signal_loop(std::stop_token finished, std::shared_ptr<State> state) {
   const sigset_t set = handled_signals();
-  Clock::time_point first{};
   while (!finished.stop_requested()) {
     siginfo_t info{};
     const int sig = sigwaitinfo(&set, &info);
     if (sig < 0 || sig == SIGUSR1) continue;  // EINTR, or main() waking us to finish
     if (state->stop.request_stop()) {
-      first = Clock::now();
       std::printf("shutdown: SIG%s from pid %d, stopping (send it again to force the exit)\n", sigabbrev_np(sig),
                   info.si_pid);
-    } else if (Clock::now() - first < kSameRequestWindow) {
-      std::printf("shutdown: SIG%s again within %lld ms: the same request, ignored\n", sigabbrev_np(sig),
-                  static_cast<long long>(kSameRequestWindow.count()));
     } else {
       abandon(*state, std::string("second SIG") + sigabbrev_np(sig));
     }
@@ -279,13 +230,15 @@ void reuse_address_only(socket_t sock) {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv,
-                       "usage: 040-shutdown-deadline [--port N] [--redis HOST:PORT] [--work-ms MS] "
-                       "[--handler-ms MS] [--threads N] [--max-pending N] [--trace] [--shutdown-timeout-ms MS]");
+                       "usage: 040-shutdown-deadline [--listen ADDR] [--port N] [--redis HOST:PORT] [--work-ms MS] "
+                       "[--handler-ms MS] [--threads N] [--keep-alive-max N] [--max-pending N] [--trace] [--shutdown-timeout-ms MS]");
+  const std::string listen = flags.ipv4("--listen");
   const int port = flags.port("--port", 8080);
   const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
   const auto work = flags.millis("--work-ms", 5000, 0, 3'600'000);
   const auto handler_time = flags.millis("--handler-ms", 0, 0, 3'600'000);
   const auto threads = flags.integer("--threads", 16, 1, 1024);
+  const auto keep_alive_max = flags.integer("--keep-alive-max", 5, 1, 100'000);  // requests per connection
   const auto max_pending = static_cast<std::ptrdiff_t>(flags.integer("--max-pending", 256, 1, 100'000));
   const bool trace = flags.present("--trace");
   const auto shutdown_timeout = flags.millis("--shutdown-timeout-ms", 10'000, 1, 3'600'000);
@@ -314,10 +267,11 @@ int main(int argc, char** argv) {
   // Headers and body leave in two writes: without TCP_NODELAY, Nagle's
   // algorithm and the client's delayed ACK add 40 ms to keep-alive responses.
   svr.set_tcp_nodelay(true);
+  svr.set_keep_alive_max_count(static_cast<std::size_t>(keep_alive_max));
 
   // docs:begin incr
   auto incr = [state, handler_time](const httplib::Request& req, httplib::Response& res) {
-    if (auto why = bad_id(req); !why.empty()) {
+    if (auto why = incr::bad_id(req); !why.empty()) {
       res.status = 400;
       res.set_content(why + "\n", "text/plain");
       return;
@@ -325,8 +279,18 @@ int main(int argc, char** argv) {
     std::string id = req.get_param_value("id");
     const auto token = state->tracker.add(id);  // wg.Add(1), before anything can fail or answer
     if (state->trace) std::printf("incr: id=%s started\n", id.c_str());
-    std::this_thread::sleep_for(handler_time);  // request processing (0 unless a test asks)
-    state->slots.acquire();  // waits while --max-pending writes are in flight
+    // Request processing (0 unless a test asks), then a slot for the write
+    // (while --max-pending writes are in flight): both waits end when the
+    // deadline cancels, and nothing has been done then: the client is told.
+    const auto cancel = state->cancel.get_token();
+    bool go_on = sleep_unless_cancelled(handler_time, cancel);
+    while (go_on && !state->slots.try_acquire_for(10ms)) go_on = !cancel.stop_requested();
+    if (!go_on) {
+      state->tracker.cancelled(token);
+      res.status = 503;
+      res.set_content("cancelled: the server is shutting down\n", "text/plain");
+      return;
+    }
     try {
       std::thread(background_write, state, id, token).detach();
     } catch (...) {
@@ -337,18 +301,31 @@ int main(int argc, char** argv) {
     res.set_content("ok id=" + id + "\n", "text/plain");
   };
   // docs:end incr
-  svr.Get("/incr", incr);
-  svr.Post("/incr", incr);
+  svr.Post("/incr", incr);  // it changes state: never a GET, which clients and proxies retry
+  svr.Get("/incr", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "POST");
+    res.set_content("use POST /incr?id=ID\n", "text/plain");
+  });
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   svr.Get("/readyz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ready\n", "text/plain"); });
 
-  const int bound = port == 0 ? svr.bind_to_any_port("127.0.0.1") : (svr.bind_to_port("127.0.0.1", port) ? port : -1);
+  const int bound = port == 0 ? svr.bind_to_any_port(listen) : (svr.bind_to_port(listen, port) ? port : -1);
   if (bound < 0) {
-    std::fprintf(stderr, "error: --port: cannot listen on 127.0.0.1:%d (address in use?)\n", port);
+    std::fprintf(stderr, "error: --port: cannot listen on %s:%d (address in use?)\n", listen.c_str(), port);
     return 1;
   }
   std::jthread signals(signal_loop, state);
-  auto listening = std::async(std::launch::async, [&svr] { return svr.listen_after_bind(); });
+  // The listener is watched for the whole run: if it fails before a stop
+  // was asked for, the process would live on serving nothing.
+  auto listening = std::async(std::launch::async, [&svr, state] {
+    const bool ok = svr.listen_after_bind();
+    if (!state->stop.stop_requested()) {
+      std::fprintf(stderr, "error: the HTTP server stopped serving\n");
+      std::_Exit(1);
+    }
+    return ok;
+  });
   while (!svr.is_running()) {  // stop() is a no-op until the server runs
     if (listening.wait_for(1ms) == std::future_status::ready) {
       std::fprintf(stderr, "error: the HTTP server failed to start\n");
@@ -371,15 +348,30 @@ int main(int argc, char** argv) {
               static_cast<long long>(shutdown_timeout.count()), state->tracker.size());
   // In-flight requests first (listen_after_bind() returns once they are
   // answered), then background writes: both against the same deadline.
-  if (listening.wait_until(deadline) != std::future_status::ready || !state->tracker.wait_until(deadline))
-    abandon(*state, "deadline of " + std::to_string(shutdown_timeout.count()) + " ms exceeded");
+  // Near the deadline (its last tenth, at most 500 ms), cancel: handlers
+  // and writes that wait give up and say so. At the deadline, abandon what
+  // still runs.
+  const auto cancel_at = deadline - std::min(shutdown_timeout / 10, std::chrono::milliseconds(500));
+  const auto all_done = [&](Clock::time_point t) {
+    return listening.wait_until(t) == std::future_status::ready && state->tracker.wait_until(t);
+  };
+  if (!all_done(cancel_at)) {
+    state->cancel.request_stop();
+    if (!all_done(deadline)) abandon(*state, "deadline of " + std::to_string(shutdown_timeout.count()) + " ms exceeded");
+  }
   state->redis.close();  // last: nothing writes any more
   std::printf("shutdown: redis connection closed\n");
   const auto stopped = Clock::now();
+  const auto cancelled = state->tracker.cancelled_items().size();
+  if (cancelled > 0) {
+    std::printf("shutdown: deadline of %lld ms: %zu cancelled, 0 abandoned\n",
+                static_cast<long long>(shutdown_timeout.count()), cancelled);
+    report_cancelled(*state);
+  }
   // docs:end shutdown
   std::printf("shutdown: complete in %lld ms\n",
               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(stopped - signalled).count()));
   signals.request_stop();
   pthread_kill(signals.native_handle(), SIGUSR1);  // wake sigwaitinfo(); the jthread joins it
-  return 0;
+  return cancelled == 0 ? 0 : 1;  // work given up is not a clean stop
 }

@@ -4,30 +4,33 @@
 //   turns 503 at once, but the server keeps serving for --drain-delay-ms (the
 //   time Kubernetes needs to remove the pod from the Service endpoints, so
 //   requests still routed here are answered, not refused), and every response
-//   carries "Connection: close" so clients move to other instances. Then the
-//   listener closes and idle keep-alive connections are closed at once
-//   instead of lingering up to cpp-httplib's 5 s keep-alive timeout. The
-//   rest is 040: wait for requests and writes within --shutdown-timeout-ms
-//   (which includes the drain delay), report what is abandoned, Redis last.
-// Still wrong: nothing the stage table measures. Two races remain, narrow
-//   and documented: a request that arrives on an idle keep-alive connection
-//   in the very instant it is closed fails (inherent to HTTP keep-alive, Go's
-//   closeIdleConns has it too; clients retry idempotent requests on a
-//   connection closed under them), and cpp-httplib gives no hook between
-//   reading a request and routing it, so a request read in the microseconds
-//   before close_idle() runs can be closed unanswered. The drain delay and
-//   "Connection: close" make both rare: by then clients have moved away.
+//   carries "Connection: close" and really closes its connection, so clients
+//   move to other instances. Then the listener closes and connections waiting
+//   for a request are closed at once instead of lingering up to cpp-httplib's
+//   5 s keep-alive timeout, by the thread that serves each of them: a request
+//   is either read, executed and answered, or never read. Connections still
+//   queued for a worker are served, not dropped. The rest is 040: wait for
+//   requests and writes within --shutdown-timeout-ms (which includes the
+//   drain delay), report what is abandoned, Redis last.
+// Still wrong: nothing the stage table measures. A request that arrives on an
+//   idle keep-alive connection in the instant it is closed is not executed
+//   and its client sees the connection close (inherent to HTTP keep-alive;
+//   Go's closeIdleConns has it too): only idempotent requests may be retried
+//   blindly. With --drain-delay-ms 0, connections still in the kernel's
+//   accept queue when the listener closes are reset.
 // Reproduces: seed 003's Kubernetes termination lifecycle (endpoint removal
 //   races SIGTERM), seed 004's closeIdleConns step of Go's Shutdown.
-#include <dirent.h>
-#include <hiredis/hiredis.h>
+#include <arpa/inet.h>
 #include <httplib.h>
-#include <pthread.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
-#include <sys/ioctl.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <chrono>
@@ -40,102 +43,19 @@
 #include <memory>
 #include <mutex>
 #include <semaphore>
-#include <set>
 #include <stop_token>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "incr.hpp"
 #include "support/flags.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-constexpr const char* kIdsKey = "incr:ids";          // SADD: which ids were persisted
-constexpr const char* kCounterKey = "incr:counter";  // INCR: how many writes happened
-constexpr std::size_t kMaxIdBytes = 128;
-// Signals this close to the first one are the same request delivered again
-// (a kill of the whole process group, an init forwarding what the runtime
-// also sent), not an operator insisting.
-constexpr auto kSameRequestWindow = 200ms;
-
-// Why an /incr request is refused, or "" when its id is acceptable.
-std::string bad_id(const httplib::Request& req) {
-  if (!req.has_param("id")) return "missing id";
-  const std::string id = req.get_param_value("id");
-  if (id.empty()) return "empty id";
-  if (id.size() > kMaxIdBytes) return "id longer than 128 bytes";
-  for (unsigned char c : id)
-    if (c < 0x21 || c > 0x7e) return "id must be printable ASCII without spaces";
-  return "";
-}
-
-// One Redis connection shared by every background write, like the seed's
-// redisdb client. A hiredis context is not thread-safe: a mutex serialises
-// the writes (each takes well under a millisecond).
-class Redis {
- public:
-  Redis(std::string host, int port) : host_(std::move(host)), port_(port) {}
-  ~Redis() { close(); }
-  Redis(const Redis&) = delete;
-  Redis& operator=(const Redis&) = delete;
-
-  // Connects and PINGs: "" or why not.
-  std::string connect() {
-    std::lock_guard lock(mu_);
-    return connect_locked();
-  }
-
-  // SADD the id and INCR the counter in one MULTI/EXEC: "" or why it failed.
-  std::string persist(const std::string& id) {
-    std::lock_guard lock(mu_);
-    if (ctx_ == nullptr || ctx_->err != 0) {
-      if (auto why = connect_locked(); !why.empty()) return why;
-    }
-    redisAppendCommand(ctx_, "MULTI");
-    redisAppendCommand(ctx_, "SADD %s %b", kIdsKey, id.data(), id.size());
-    redisAppendCommand(ctx_, "INCR %s", kCounterKey);
-    redisAppendCommand(ctx_, "EXEC");
-    std::string why;
-    for (int i = 0; i < 4; ++i) {
-      void* raw = nullptr;
-      if (redisGetReply(ctx_, &raw) != REDIS_OK) return ctx_->errstr;  // context unusable now
-      auto* reply = static_cast<redisReply*>(raw);
-      if (reply->type == REDIS_REPLY_ERROR && why.empty()) why = reply->str;
-      if (i == 3 && reply->type != REDIS_REPLY_ARRAY && why.empty()) why = "transaction aborted";
-      freeReplyObject(reply);
-    }
-    return why;
-  }
-
-  void close() {
-    std::lock_guard lock(mu_);
-    if (ctx_ != nullptr) redisFree(ctx_);
-    ctx_ = nullptr;
-  }
-
- private:
-  std::string connect_locked() {
-    if (ctx_ != nullptr) redisFree(ctx_);
-    ctx_ = redisConnectWithTimeout(host_.c_str(), port_, timeval{1, 0});
-    if (ctx_ == nullptr) return "out of memory";
-    if (ctx_->err != 0) return ctx_->errstr;
-    redisSetTimeout(ctx_, timeval{2, 0});  // a stalled Redis fails a write instead of hanging it
-    auto* reply = static_cast<redisReply*>(redisCommand(ctx_, "PING"));
-    if (reply == nullptr) return ctx_->errstr;
-    std::string why = reply->type == REDIS_REPLY_ERROR ? reply->str : "";
-    freeReplyObject(reply);
-    return why;
-  }
-
-  std::string host_;
-  int port_;
-  std::mutex mu_;
-  redisContext* ctx_ = nullptr;
-};
 
 // docs:begin tracker
 // A WaitGroup that knows what it waits for, and how far each item got, so
@@ -155,6 +75,18 @@ class Tracker {
     std::lock_guard lock(mu_);
     pending_.erase(token);
     if (pending_.empty()) idle_.notify_all();
+  }
+  // It gave up when the deadline asked it to: not done, but not running.
+  void cancelled(std::uint64_t token) {
+    std::lock_guard lock(mu_);
+    if (auto it = pending_.find(token); it != pending_.end())
+      cancelled_.push_back("id=" + it->second.id + " (" + it->second.phase + ")");
+    pending_.erase(token);
+    if (pending_.empty()) idle_.notify_all();
+  }
+  std::vector<std::string> cancelled_items() {
+    std::lock_guard lock(mu_);
+    return cancelled_;
   }
   std::size_t size() {
     std::lock_guard lock(mu_);
@@ -181,67 +113,142 @@ class Tracker {
   std::mutex mu_;
   std::condition_variable idle_;
   std::map<std::uint64_t, Item> pending_;  // token -> what and how far
+  std::vector<std::string> cancelled_;     // given up at the deadline's request
   std::uint64_t next_ = 0;
 };
 // docs:end tracker
 
-// docs:begin close-idle
-// cpp-httplib 0.11 gives no handle on its connections, and after stop() a
-// connection waiting for its next request keeps waiting for up to the
-// keep-alive timeout (5 s), serving that request if it comes. Go's Shutdown
-// closes idle connections itself; here we find the server's connections
-// among our descriptors (local port = the server's) and shut down the
-// reading side of the idle ones: no unread bytes and no request in progress
-// (the library drops a response when the reading side is gone, so a busy
-// connection must be left to finish; it closes itself after its response
-// because the listener is gone). An idle one wakes with EOF and closes now.
-// The descriptor stays owned, and closed, by cpp-httplib: shutdown() never
-// closes it, so the number cannot be reused under the library's feet.
-class Connections {
+// A connection as cpp-httplib's request parser reads and writes it: every
+// read and write bounded by the server's timeouts, nothing read ahead (so
+// "is a request there?" is a question about the socket alone).
+class SocketStream final : public httplib::Stream {
  public:
-  // Called for every request once it is parsed, and once its response is
-  // written: which connections (by client port) are busy.
-  void begin(int peer_port) {
-    std::lock_guard lock(mu_);
-    busy_.insert(peer_port);
+  SocketStream(socket_t sock, long long read_ms, long long write_ms)
+      : sock_(sock), read_ms_(static_cast<int>(read_ms)), write_ms_(static_cast<int>(write_ms)) {}
+  using httplib::Stream::write;
+  bool is_readable() const override { return ready(POLLIN, read_ms_); }
+  bool is_writable() const override { return ready(POLLOUT, write_ms_); }
+  ssize_t read(char* ptr, size_t size) override {
+    if (!is_readable()) return -1;
+    ssize_t n = 0;
+    do n = ::recv(sock_, ptr, size, 0);
+    while (n < 0 && errno == EINTR);
+    return n;
   }
-  void end(int peer_port) {
-    std::lock_guard lock(mu_);
-    if (auto it = busy_.find(peer_port); it != busy_.end()) busy_.erase(it);
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!is_writable()) return -1;
+    ssize_t n = 0;
+    do n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
   }
-
-  int close_idle(int server_port) {
-    std::lock_guard lock(mu_);  // a request that starts now waits for the scan
-    int closed = 0;
-    DIR* fds = ::opendir("/proc/self/fd");
-    if (fds == nullptr) return 0;
-    while (const dirent* entry = ::readdir(fds)) {
-      const int fd = std::atoi(entry->d_name);
-      sockaddr_in local{}, peer{};
-      socklen_t len = sizeof local, peer_len = sizeof peer;
-      if (fd <= 2 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) continue;
-      if (local.sin_family != AF_INET || ntohs(local.sin_port) != server_port) continue;
-      if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
-      if (busy_.count(ntohs(peer.sin_port)) > 0) continue;
-      int unread = 0;
-      if (::ioctl(fd, FIONREAD, &unread) == 0 && unread == 0 && ::shutdown(fd, SHUT_RD) == 0) ++closed;
-    }
-    ::closedir(fds);
-    return closed;
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { address(::getpeername, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { address(::getsockname, ip, port); }
+  socket_t socket() const override { return sock_; }
+  int peer_port() const {
+    std::string ip;
+    int port = 0;
+    get_remote_ip_and_port(ip, port);
+    return port;
   }
 
  private:
-  std::mutex mu_;
-  std::multiset<int> busy_;
+  bool ready(short events, int ms) const {
+    pollfd fd{sock_, events, 0};
+    int n = 0;
+    do n = ::poll(&fd, 1, ms);
+    while (n < 0 && errno == EINTR);
+    return n > 0;
+  }
+  void address(int (*get)(int, sockaddr*, socklen_t*), std::string& ip, int& port) const {
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    char text[INET_ADDRSTRLEN] = "";
+    if (get(sock_, reinterpret_cast<sockaddr*>(&a), &len) == 0 && a.sin_family == AF_INET) {
+      ::inet_ntop(AF_INET, &a.sin_addr, text, sizeof text);
+      port = ntohs(a.sin_port);
+    }
+    ip = text;
+  }
+  socket_t sock_;
+  int read_ms_, write_ms_;
 };
-// docs:end close-idle
+
+// docs:begin connections
+// cpp-httplib 0.11 serves each connection in a loop that stops at stop()
+// without reading what is already there: a connection still queued for a
+// worker thread is closed unread (its request, sent before the signal, gets
+// EOF), while an idle keep-alive connection waits up to 5 s and serves a
+// request that arrives meanwhile. Its socket cannot be closed from outside
+// without a race (a request read in that instant is executed and its
+// response lost). So this server runs the per-connection loop itself: the
+// thread that owns the connection decides, at one instant, between "a
+// request is there: read, execute and answer it" and "nothing is there:
+// close it unread", and a request that arrives after that instant is never
+// read, so never executed (the client sees the close and may retry).
+class DrainingServer : public httplib::Server {
+ public:
+  DrainingServer() : wake_(::eventfd(0, EFD_CLOEXEC)) {}
+  ~DrainingServer() override { ::close(wake_); }
+  DrainingServer(const DrainingServer&) = delete;
+  DrainingServer& operator=(const DrainingServer&) = delete;
+
+  // From now on each response says "Connection: close" and its connection
+  // is closed after it: the client's next request opens a new connection,
+  // which the load balancer sends to an instance that is staying.
+  void drain() { draining_ = true; }
+  // Connections waiting for a request (idle, or new and still empty) close
+  // now, unread; a request that is there already is still served, last.
+  void close_idle() {
+    draining_ = true;
+    const std::uint64_t one = 1;
+    if (::write(wake_, &one, sizeof one) != sizeof one) std::abort();  // stays readable: wakes every waiter
+  }
+  bool trace = false;
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    SocketStream stream(sock, read_timeout_sec_ * 1000 + read_timeout_usec_ / 1000,
+                        write_timeout_sec_ * 1000 + write_timeout_usec_ / 1000);
+    bool ok = true;
+    for (std::size_t served = 0; served < keep_alive_max_count_;) {
+      if (!next_request_is_there(sock, stream)) {
+        if (trace) std::printf("conn: port=%d closed while idle\n", stream.peer_port());
+        break;
+      }
+      const bool last = ++served == keep_alive_max_count_ || draining_;
+      bool client_closes = false;
+      ok = process_request(stream, last, client_closes, nullptr);  // last: "Connection: close", once
+      if (!ok || last || client_closes) break;
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ok;
+  }
+
+  // True when there is something to read (a request, or the client's EOF);
+  // false when the connection waited out the keep-alive timeout, or the
+  // drain closes idle connections and nothing is there. Data wins.
+  bool next_request_is_there(socket_t sock, const SocketStream& stream) {
+    if (trace) std::printf("conn: port=%d waiting for a request\n", stream.peer_port());
+    pollfd fds[2] = {{sock, POLLIN, 0}, {wake_, POLLIN, 0}};
+    int n = 0;
+    do n = ::poll(fds, 2, static_cast<int>(keep_alive_timeout_sec_ * 1000));
+    while (n < 0 && errno == EINTR);
+    return n > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+  }
+
+  std::atomic<bool> draining_{false};
+  const int wake_;  // an eventfd, written once by close_idle()
+};
+// docs:end connections
 
 // Everything a background write uses. Held by shared_ptr: a detached write
 // thread may outlive main().
 struct State {
   State(std::string host, int port, std::ptrdiff_t max_pending)
       : redis(std::move(host), port), slots(max_pending) {}
-  Redis redis;
+  incr::Redis redis;
   // At most --max-pending background writes at a time. A thread per request
   // is the seed's goroutine per request; unbounded, a load test that outruns
   // Redis piles up tens of thousands of threads. A full house makes the
@@ -249,43 +256,64 @@ struct State {
   std::counting_semaphore<> slots;
   Tracker tracker;
   std::stop_source stop;  // "please stop": requested by the signal thread, awaited by main()
-  std::atomic<bool> draining{false};  // readiness 503 and "Connection: close" from now on
-  Connections connections;
+  // "the deadline is near, give up": requested by main(), honoured by every
+  // wait in a handler or a write (Go cancels the requests' contexts so).
+  std::stop_source cancel;
+  std::atomic<bool> draining{false};  // readiness 503 from now on
   std::chrono::milliseconds work{};
   bool trace = false;
 };
+
+// docs:begin cancel
+// Sleeps for `d` unless cancellation is requested first: true when it slept
+// in full. Every wait in a handler or a write goes through here.
+bool sleep_unless_cancelled(std::chrono::milliseconds d, std::stop_token cancel) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  cv.wait_for(lock, cancel, d, [] { return false; });
+  return !cancel.stop_requested();
+}
+// docs:end cancel
 
 // docs:begin background-write
 // The seed's processRequest, with retries: a write that fails (Redis
 // restarting, unreachable) is retried with backoff until it succeeds or the
 // shutdown deadline abandons it and reports its id. Never dropped silently.
 void background_write(std::shared_ptr<State> state, std::string id, std::uint64_t token) {
+  const auto cancel = state->cancel.get_token();
   state->tracker.set_phase(token, "waiting --work-ms before writing");
-  std::this_thread::sleep_for(state->work);
+  bool go_on = sleep_unless_cancelled(state->work, cancel);
   auto backoff = 50ms;
-  for (int attempt = 1;; ++attempt) {
+  for (int attempt = 1; go_on; ++attempt) {
     state->tracker.set_phase(token, "writing, attempt " + std::to_string(attempt));
-    const auto why = state->redis.persist(id);
+    const auto why = state->redis.persist(id);  // cannot be cancelled: bounded by the Redis timeout
     if (why.empty()) break;
     state->tracker.set_phase(token, "write failed " + std::to_string(attempt) + " times: " + why);
     std::fprintf(stderr, "write: id=%s failed (%s), retrying in %lld ms\n", id.c_str(), why.c_str(),
                  static_cast<long long>(backoff.count()));
-    std::this_thread::sleep_for(backoff);
+    go_on = sleep_unless_cancelled(backoff, cancel);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
   }
-  if (state->trace) std::printf("write: id=%s persisted\n", id.c_str());
   state->slots.release();
+  if (!go_on) return state->tracker.cancelled(token);  // main() reports it
+  if (state->trace) std::printf("write: id=%s persisted\n", id.c_str());
   state->tracker.done(token);  // last: after this, main() may close Redis
 }
 // docs:end background-write
 
 // docs:begin abandon
-// The deadline has passed (or a second signal came): list what is given up,
-// by id, and exit 1 without running destructors, which could wait for the
+// What the deadline's cancellation stopped, and what still runs and is given
+// up, by id. Exit 1 without running destructors, which could wait for the
 // very threads that are stuck.
+void report_cancelled(State& state) {
+  for (const auto& item : state.tracker.cancelled_items()) std::fprintf(stderr, "cancelled: %s\n", item.c_str());
+}
 [[noreturn]] void abandon(State& state, const std::string& why) {
   const auto pending = state.tracker.pending();
-  std::printf("shutdown: %s, forcing exit with %zu requests unfinished\n", why.c_str(), pending.size());
+  std::printf("shutdown: %s, forcing exit: %zu cancelled, %zu abandoned while still running\n", why.c_str(),
+              state.tracker.cancelled_items().size(), pending.size());
+  report_cancelled(state);
   for (const auto& item : pending) std::fprintf(stderr, "abandoned: %s\n", item.c_str());
   std::fflush(stdout);
   std::fflush(stderr);
@@ -303,22 +331,17 @@ sigset_t handled_signals() {
   return set;
 }
 
-// The first SIGTERM/SIGINT requests the stop; main() does the stopping. A
-// later one (past the same-request window) forces the exit.
+// The first SIGTERM/SIGINT requests the stop; main() does the stopping. Any
+// later one forces the exit, as kube-apiserver's SetupSignalHandler does.
 void signal_loop(std::stop_token finished, std::shared_ptr<State> state) {
   const sigset_t set = handled_signals();
-  Clock::time_point first{};
   while (!finished.stop_requested()) {
     siginfo_t info{};
     const int sig = sigwaitinfo(&set, &info);
     if (sig < 0 || sig == SIGUSR1) continue;  // EINTR, or main() waking us to finish
     if (state->stop.request_stop()) {
-      first = Clock::now();
       std::printf("shutdown: SIG%s from pid %d, stopping (send it again to force the exit)\n", sigabbrev_np(sig),
                   info.si_pid);
-    } else if (Clock::now() - first < kSameRequestWindow) {
-      std::printf("shutdown: SIG%s again within %lld ms: the same request, ignored\n", sigabbrev_np(sig),
-                  static_cast<long long>(kSameRequestWindow.count()));
     } else {
       abandon(*state, std::string("second SIG") + sigabbrev_np(sig));
     }
@@ -339,16 +362,16 @@ void reuse_address_only(socket_t sock) {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv,
-                       "usage: 050-drain-first [--port N] [--redis HOST:PORT] [--work-ms MS] "
-                       "[--handler-ms MS] [--threads N] [--max-pending N] [--trace] [--shutdown-timeout-ms MS] "
-                       "[--drain-delay-ms MS] [--listen ADDR] [--keep-alive-max N]");
-  const int port = flags.port("--port", 8080);
+                       "usage: 050-drain-first [--listen ADDR] [--port N] [--redis HOST:PORT] [--work-ms MS] "
+                       "[--handler-ms MS] [--threads N] [--keep-alive-max N] [--max-pending N] [--trace] "
+                       "[--shutdown-timeout-ms MS] [--drain-delay-ms MS]");
   const std::string listen = flags.ipv4("--listen");
-  const auto keep_alive_max = flags.integer("--keep-alive-max", 5, 1, 1'000'000);
+  const int port = flags.port("--port", 8080);
   const auto [redis_host, redis_port] = flags.host_port("--redis", "127.0.0.1:6379");
   const auto work = flags.millis("--work-ms", 5000, 0, 3'600'000);
   const auto handler_time = flags.millis("--handler-ms", 0, 0, 3'600'000);
   const auto threads = flags.integer("--threads", 16, 1, 1024);
+  const auto keep_alive_max = flags.integer("--keep-alive-max", 5, 1, 100'000);  // requests per connection
   const auto max_pending = static_cast<std::ptrdiff_t>(flags.integer("--max-pending", 256, 1, 100'000));
   const bool trace = flags.present("--trace");
   const auto shutdown_timeout = flags.millis("--shutdown-timeout-ms", 10'000, 1, 3'600'000);
@@ -374,7 +397,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  httplib::Server svr;
+  DrainingServer svr;
+  svr.trace = trace;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
   svr.set_socket_options(reuse_address_only);
   // Headers and body leave in two writes: without TCP_NODELAY, Nagle's
@@ -384,7 +408,7 @@ int main(int argc, char** argv) {
 
   // docs:begin incr
   auto incr = [state, handler_time](const httplib::Request& req, httplib::Response& res) {
-    if (auto why = bad_id(req); !why.empty()) {
+    if (auto why = incr::bad_id(req); !why.empty()) {
       res.status = 400;
       res.set_content(why + "\n", "text/plain");
       return;
@@ -392,8 +416,18 @@ int main(int argc, char** argv) {
     std::string id = req.get_param_value("id");
     const auto token = state->tracker.add(id);  // wg.Add(1), before anything can fail or answer
     if (state->trace) std::printf("incr: id=%s started\n", id.c_str());
-    std::this_thread::sleep_for(handler_time);  // request processing (0 unless a test asks)
-    state->slots.acquire();  // waits while --max-pending writes are in flight
+    // Request processing (0 unless a test asks), then a slot for the write
+    // (while --max-pending writes are in flight): both waits end when the
+    // deadline cancels, and nothing has been done then: the client is told.
+    const auto cancel = state->cancel.get_token();
+    bool go_on = sleep_unless_cancelled(handler_time, cancel);
+    while (go_on && !state->slots.try_acquire_for(10ms)) go_on = !cancel.stop_requested();
+    if (!go_on) {
+      state->tracker.cancelled(token);
+      res.status = 503;
+      res.set_content("cancelled: the server is shutting down\n", "text/plain");
+      return;
+    }
     try {
       std::thread(background_write, state, id, token).detach();
     } catch (...) {
@@ -404,8 +438,12 @@ int main(int argc, char** argv) {
     res.set_content("ok id=" + id + "\n", "text/plain");
   };
   // docs:end incr
-  svr.Get("/incr", incr);
-  svr.Post("/incr", incr);
+  svr.Post("/incr", incr);  // it changes state: never a GET, which clients and proxies retry
+  svr.Get("/incr", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "POST");
+    res.set_content("use POST /incr?id=ID\n", "text/plain");
+  });
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   // docs:begin readiness
   svr.Get("/readyz", [state](const httplib::Request&, httplib::Response& res) {
@@ -416,22 +454,7 @@ int main(int argc, char** argv) {
       res.set_content("ready\n", "text/plain");
     }
   });
-  // Every response while draining (404s and 400s too) tells the client not
-  // to reuse the connection: its next request opens a new one, which the
-  // load balancer sends to an instance that is staying.
-  svr.set_post_routing_handler([state](const httplib::Request&, httplib::Response& res) {
-    if (state->draining) res.set_header("Connection", "close");
-  });
   // docs:end readiness
-  // A connection is busy from a parsed request until its response is written
-  // (the logger runs then): close_idle() leaves it alone meanwhile.
-  svr.set_pre_routing_handler([state](const httplib::Request& req, httplib::Response&) {
-    state->connections.begin(req.remote_port);
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-  svr.set_logger([state](const httplib::Request& req, const httplib::Response&) {
-    state->connections.end(req.remote_port);
-  });
 
   const int bound = port == 0 ? svr.bind_to_any_port(listen) : (svr.bind_to_port(listen, port) ? port : -1);
   if (bound < 0) {
@@ -439,7 +462,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::jthread signals(signal_loop, state);
-  auto listening = std::async(std::launch::async, [&svr] { return svr.listen_after_bind(); });
+  // The listener is watched for the whole run: if it fails before a stop
+  // was asked for, the process would live on serving nothing.
+  auto listening = std::async(std::launch::async, [&svr, state] {
+    const bool ok = svr.listen_after_bind();
+    if (!state->stop.stop_requested()) {
+      std::fprintf(stderr, "error: the HTTP server stopped serving\n");
+      std::_Exit(1);
+    }
+    return ok;
+  });
   while (!svr.is_running()) {  // stop() is a no-op until the server runs
     if (listening.wait_for(1ms) == std::future_status::ready) {
       std::fprintf(stderr, "error: the HTTP server failed to start\n");
@@ -458,25 +490,41 @@ int main(int argc, char** argv) {
   const auto signalled = Clock::now();
   const auto deadline = signalled + shutdown_timeout;  // the drain delay is part of the budget
   state->draining = true;
+  svr.drain();
   std::printf("shutdown: readiness 503, serving with Connection: close for %lld ms\n",
               static_cast<long long>(drain_delay.count()));
   std::this_thread::sleep_for(drain_delay);  // the load balancer's endpoint-removal window
   svr.stop();
-  const int idle = state->connections.close_idle(bound);
-  std::printf("shutdown: listener closed, %d idle connections closed, waiting up to %lld ms for %zu requests\n", idle,
+  svr.close_idle();
+  std::printf("shutdown: listener closed, idle connections closed, waiting up to %lld ms for %zu requests\n",
               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()),
               state->tracker.size());
   // In-flight requests first (listen_after_bind() returns once they are
   // answered), then background writes: both against the same deadline.
-  if (listening.wait_until(deadline) != std::future_status::ready || !state->tracker.wait_until(deadline))
-    abandon(*state, "deadline of " + std::to_string(shutdown_timeout.count()) + " ms exceeded");
+  // Near the deadline (its last tenth, at most 500 ms), cancel: handlers
+  // and writes that wait give up and say so. At the deadline, abandon what
+  // still runs.
+  const auto cancel_at = deadline - std::min(shutdown_timeout / 10, std::chrono::milliseconds(500));
+  const auto all_done = [&](Clock::time_point t) {
+    return listening.wait_until(t) == std::future_status::ready && state->tracker.wait_until(t);
+  };
+  if (!all_done(cancel_at)) {
+    state->cancel.request_stop();
+    if (!all_done(deadline)) abandon(*state, "deadline of " + std::to_string(shutdown_timeout.count()) + " ms exceeded");
+  }
   state->redis.close();  // last: nothing writes any more
   std::printf("shutdown: redis connection closed\n");
   const auto stopped = Clock::now();
+  const auto cancelled = state->tracker.cancelled_items().size();
+  if (cancelled > 0) {
+    std::printf("shutdown: deadline of %lld ms: %zu cancelled, 0 abandoned\n",
+                static_cast<long long>(shutdown_timeout.count()), cancelled);
+    report_cancelled(*state);
+  }
   // docs:end shutdown
   std::printf("shutdown: complete in %lld ms\n",
               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(stopped - signalled).count()));
   signals.request_stop();
   pthread_kill(signals.native_handle(), SIGUSR1);  // wake sigwaitinfo(); the jthread joins it
-  return 0;
+  return cancelled == 0 ? 0 : 1;  // work given up is not a clean stop
 }

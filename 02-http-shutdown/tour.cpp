@@ -26,7 +26,10 @@ std::vector<Cell> row(const std::string& name) {
 
   // B: SIGTERM while a request is inside its handler.
   auto b = sigterm_with_request_in_flight(name);
-  Cell errors = verdict(b.response.ok(), "in-flight: " + b.response.str());
+  // F: 2 worker threads held by idle keep-alive clients, 6 requests queued.
+  auto q = sigterm_with_queued_connections(name, 2, 2, 6);
+  Cell errors = verdict(b.response.ok() && q.answered == 6,
+                        "in-flight: " + b.response.str() + ", queued: " + std::to_string(q.answered) + "/6 answered");
 
   // D: a handler that never returns.
   auto d = sigterm_with_stuck_handler(name);
@@ -34,15 +37,15 @@ std::vector<Cell> row(const std::string& name) {
   if (d.stop.status && d.stop.status->killed_by(SIGTERM)) {
     bounded = right("killed at once");
   } else if (d.stop.status) {
-    bounded = verdict(d.abandoned_reported, d.stop.str() + " at " + ms(d.stop.stop_ms) +
-                                                (d.abandoned_reported ? ", id reported" : ", nothing reported"));
+    bounded = verdict(d.stuck_reported, d.stop.str() + " at " + ms(d.stop.stop_ms) +
+                                                (d.stuck_reported ? ", id reported" : ", nothing reported"));
   }
 
   // C: readiness and keep-alive connections during the stop.
   auto c = stop_taking_traffic(name);
   Cell traffic = right("503 first, keep-alive closed");
   if (!c.right())
-    traffic = wrong(std::string(c.readiness_503 ? "503" : "no 503") +
+    traffic = wrong("refused after " + ms(c.refused_after_ms) + (c.readiness_503 ? ", 503" : ", no 503") +
                     (c.keep_alive_after_close.ok() ? ", keep-alive served after close" : ""));
   return {counts, sigterm, lost, errors, bounded, traffic};
 }
@@ -62,6 +65,7 @@ int main(int argc, char**) {
     board.add_note("sent/acked/persisted/lost: 20 requests, SIGTERM after the first 15 were acknowledged.");
     board.add_note("bounded: a handler that never returns; 040/050 have a 1 s deadline and report the id.");
     board.add_note("010 is bounded only because SIGTERM kills it, with everything in flight.");
+    board.add_note("queued: 8 keep-alive clients, 2 threads; 6 requests wait for a worker at SIGTERM.");
     std::cout << board.render();
     return 0;
   } catch (const std::exception& e) {

@@ -47,7 +47,7 @@ double drain_overhead(const std::string& name, testkit::RedisServer& redis) {
   std::vector<std::string> extra = {"--work-ms", "100", "--trace"};
   if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "0"});
   auto r = start(name, redis, extra);
-  if (!get(r.port, "/incr?id=bench").ok()) throw std::runtime_error(name + ": /incr failed");
+  if (!post(r.port, "/incr?id=bench").ok()) throw std::runtime_error(name + ": /incr failed");
   r.process->send_signal(SIGTERM);
   r.process->expect_line("write: id=bench persisted", 5s);
   const auto written = Clock::now();

@@ -10,5 +10,5 @@ end
 
 function request()
   counter = counter + 1
-  return wrk.format("GET", "/incr?id=" .. prefix .. counter)
+  return wrk.format("POST", "/incr?id=" .. prefix .. counter)
 end

@@ -201,7 +201,7 @@ Report run(const Target& target, const Options& opts) {
         cli->set_write_timeout(opts.timeout);
       }
       const auto t0 = Clock::now();
-      auto res = cli->Get(("/incr?id=" + opts.id_prefix + pad(i, width)).c_str());
+      auto res = cli->Post("/incr?id=" + opts.id_prefix + pad(i, width));
       Result r;
       r.before_signal = before;
       r.port = cli_port;

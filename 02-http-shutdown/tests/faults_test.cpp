@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <httplib.h>
 #include <set>
 #include <thread>
 
@@ -48,14 +49,26 @@ TEST_CASE("every stage answers /incr with a missing, empty, over-long or non-pri
   for (const std::string& path : std::vector<std::string>{"/incr", "/incr?id=", "/incr?id=" + long_id, "/incr?id=a%01b", "/incr?id=a%20b",
                                  "/incr?id=%C3%A9", "/incr?other=1"}) {
     INFO(path);
-    auto h = get(r.port, path);
+    auto h = post(r.port, path);
     CHECK(h.status == 400);
     CHECK_FALSE(h.body.empty());
   }
-  CHECK(get(r.port, "/incr?id=" + std::string(128, 'y')).ok());  // 128 bytes is still fine
+  CHECK(post(r.port, "/incr?id=" + std::string(128, 'y')).ok());  // 128 bytes is still fine
   r.process->expect_line("write: id=yyyy", 5s);                   // the valid write has landed
   CHECK(redis.client().smembers("incr:ids") == std::set<std::string>{std::string(128, 'y')});
   CHECK(redis.client().command({"GET", "incr:counter"}) == "1");
+}
+
+TEST_CASE("every stage answers GET /incr with 405 and counts a repeated id once") {
+  auto name = GENERATE(from_range(kStages));
+  INFO(name);
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", "0", "--trace"});
+  CHECK(get(r.port, "/incr?id=g1").status == 405);  // a GET must not change state
+  for (int i = 0; i < 3; ++i) CHECK(post(r.port, "/incr?id=twice").ok());  // a client retrying
+  for (int i = 0; i < 3; ++i) r.process->expect_line("write: id=twice", 5s);
+  CHECK(redis.client().smembers("incr:ids") == std::set<std::string>{"twice"});
+  CHECK(redis.client().command({"GET", "incr:counter"}) == "1");  // prevented, not only counted
 }
 
 TEST_CASE("every stage rejects invalid flags with exit 2 and one line naming the flag") {
@@ -74,6 +87,10 @@ TEST_CASE("every stage rejects invalid flags with exit 2 and one line naming the
   expect_flag_error({bin, "--threads", "0"}, "--threads");
   expect_flag_error({bin, "--max-pending", "0"}, "--max-pending");
   expect_flag_error({bin, "--no-such-flag", "1"}, "--no-such-flag");
+  expect_flag_error({bin, "--listen", "localhost"}, "--listen");
+  expect_flag_error({bin, "--listen", "::1"}, "--listen");
+  expect_flag_error({bin, "--keep-alive-max", "0"}, "--keep-alive-max");
+  expect_flag_error({bin, "--keep-alive-max", "100001"}, "--keep-alive-max");
   if (has_deadline(name)) {
     expect_flag_error({bin, "--shutdown-timeout-ms", "0"}, "--shutdown-timeout-ms");
     expect_flag_error({bin, "--shutdown-timeout-ms", "-100"}, "--shutdown-timeout-ms");
@@ -85,6 +102,22 @@ TEST_CASE("every stage rejects invalid flags with exit 2 and one line naming the
     expect_flag_error({bin, "--drain-delay-ms", "-1"}, "--drain-delay-ms");
     expect_flag_error({bin, "--drain-delay-ms", "5000", "--shutdown-timeout-ms", "5000"}, "--drain-delay-ms");
   }
+}
+
+TEST_CASE("every stage binds --listen and closes a keep-alive connection after --keep-alive-max requests") {
+  auto name = GENERATE(from_range(kStages));
+  INFO(name);
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", "0", "--listen", "127.0.0.2", "--keep-alive-max", "2"});
+  CHECK(get(r.port, "/healthz").error == "refused");  // 127.0.0.1 is not the address it was given
+  httplib::Client c("127.0.0.2", r.port);
+  c.set_keep_alive(true);
+  auto first = c.Get("/healthz");
+  auto second = c.Get("/healthz");
+  REQUIRE(first);
+  REQUIRE(second);
+  CHECK(first->get_header_value("Connection") != "close");
+  CHECK(second->get_header_value("Connection") == "close");  // the 2nd and last on this connection
 }
 
 TEST_CASE("every stage exits 1 with a clear message when its port is in use") {
@@ -126,14 +159,21 @@ TEST_CASE("every stage exits 1 within 2 s with a clear message when Redis is unr
   CHECK(p.out().find("ready") == std::string::npos);
 }
 
-TEST_CASE("030 track: a write that fails because Redis is gone is reported by id on stderr, not dropped silently") {
+TEST_CASE("030 track: an acknowledged write lost because Redis is gone is named, and the exit status is 1") {
   testkit::RedisServer redis;
   auto r = start("030-track-background-work", redis, {"--work-ms", std::to_string(scaled(500ms).count())});
-  REQUIRE(get(r.port, "/incr?id=gone1").ok());
+  REQUIRE(post(r.port, "/incr?id=gone1").ok());
+  REQUIRE(post(r.port, "/incr?id=gone2").ok());
   redis.stop();
-  CHECK(wait_stderr(*r.process, "write: id=gone1 failed", 10s));
+  CHECK(wait_stderr(*r.process, "write: id=gone2 failed", 10s));
   r.process->send_signal(SIGTERM);
-  CHECK(r.process->expect_exit(10s).ok());
+  auto st = r.process->expect_exit(10s);
+  INFO(r.process->transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 1);  // not 0: work was lost
+  CHECK_THAT(r.process->err(), Catch::Contains("lost: id=gone1 (acknowledged, write failed)"));
+  CHECK_THAT(r.process->err(), Catch::Contains("lost: id=gone2 (acknowledged, write failed)"));
+  CHECK_THAT(r.process->out(), Catch::Contains("2 acknowledged writes lost"));
 }
 
 TEST_CASE("040 and 050: writes fail while Redis restarts, are retried with backoff, and all land once it is back") {
@@ -143,7 +183,7 @@ TEST_CASE("040 and 050: writes fail while Redis restarts, are retried with backo
   auto r = start(name, redis, {"--work-ms", std::to_string(scaled(300ms).count()), "--shutdown-timeout-ms", "30000"});
   std::set<std::string> acked;
   for (const char* id : {"f1", "f2", "f3"})
-    if (get(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
+    if (post(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
   REQUIRE(acked.size() == 3);
   redis.stop();  // an outage while the writes are pending
   REQUIRE(wait_stderr(*r.process, "write: id=f1 failed", 10s));
@@ -156,7 +196,7 @@ TEST_CASE("040 and 050: writes fail while Redis restarts, are retried with backo
   CHECK(redis.client().smembers("incr:ids") == acked);
 }
 
-TEST_CASE("040 and 050: writes Redis never takes are reported by id at the deadline, exit 1") {
+TEST_CASE("040 and 050: writes Redis never takes are cancelled at the deadline and reported by id, exit 1") {
   auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
   INFO(name);
   testkit::RedisServer redis;
@@ -164,7 +204,7 @@ TEST_CASE("040 and 050: writes Redis never takes are reported by id at the deadl
   redis.stop();
   std::set<std::string> acked;
   for (const char* id : {"down1", "down2"})
-    if (get(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
+    if (post(r.port, std::string("/incr?id=") + id).ok()) acked.insert(id);
   REQUIRE(acked.size() == 2);
   REQUIRE(wait_stderr(*r.process, "write: id=down2 failed", 10s));
   r.process->send_signal(SIGTERM);
@@ -172,6 +212,33 @@ TEST_CASE("040 and 050: writes Redis never takes are reported by id at the deadl
   INFO(r.process->transcript());
   CHECK(st.exited);
   CHECK(st.code == 1);
-  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=down1 (writ"));
-  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=down2 (writ"));
+  // Waiting to retry when the deadline's cancellation came: cancelled, by id.
+  CHECK_THAT(r.process->err(), Catch::Contains("cancelled: id=down1 (write failed"));
+  CHECK_THAT(r.process->err(), Catch::Contains("cancelled: id=down2 (write failed"));
+}
+
+TEST_CASE("040 and 050: near the deadline waits are cancelled, at the deadline what still runs is abandoned, both by id") {
+  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+  INFO(name);
+  testkit::RedisServer redis;
+  // 800 ms, not scaled: the write blocked in Redis must still be blocked at
+  // the deadline, and the stage's Redis timeout (2 s) ends that block.
+  std::vector<std::string> extra = {"--work-ms", "0", "--max-pending", "1", "--trace", "--shutdown-timeout-ms", "800"};
+  if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "0"});
+  auto r = start(name, redis, extra);
+  REQUIRE(redis.client().command({"CLIENT", "PAUSE", "5000", "WRITE"}) == "OK");  // writes now block in Redis
+  REQUIRE(post(r.port, "/incr?id=blocked").ok());  // answered; its write blocks, holding the only slot
+  Http waiting;
+  std::thread client([&] { waiting = post(r.port, "/incr?id=waiting", 20s); });
+  r.process->expect_line("incr: id=waiting started", 5s);  // its handler waits for a slot
+  r.process->send_signal(SIGTERM);
+  auto st = r.process->expect_exit(10s);
+  client.join();
+  INFO(r.process->transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 1);
+  CHECK(waiting.status == 503);  // told, not cut off
+  CHECK_THAT(r.process->out(), Catch::Contains("1 cancelled, 1 abandoned"));
+  CHECK_THAT(r.process->err(), Catch::Contains("cancelled: id=waiting (handling the request)"));
+  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=blocked (writing, attempt 1)"));
 }

@@ -1,8 +1,15 @@
 #include "scenarios.hpp"
 
+#include <dirent.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <random>
 #include <thread>
 
 namespace ch02 {
@@ -69,8 +76,16 @@ Stop finish(testkit::Process& p, Clock::time_point signalled, milliseconds bound
 
 // After a response, the server's connection thread goes back to waiting for
 // the next request; a stop() before it gets there closes the connection at
-// once. "Idle" means it got there: nothing observable says so, hence a pause.
-void let_connection_go_idle() { std::this_thread::sleep_for(scaled(200ms)); }
+// once. "Idle" means it got there. 050 (with --trace) says so for each
+// connection: once when it is accepted, once after each response. In
+// cpp-httplib's own loop (010-040) nothing observable says so: a pause.
+void let_connection_go_idle(const std::string& name, testkit::Process& p, int responses) {
+  if (!drains_first(name)) {
+    std::this_thread::sleep_for(scaled(200ms));
+    return;
+  }
+  for (int i = 0; i <= responses; ++i) p.expect_line("waiting for a request", 5s);
+}
 
 // The budget a graceful stop of these scenarios gets before it counts as
 // hanging: drain delay + pending work + a margin, scaled for sanitizers.
@@ -78,13 +93,15 @@ milliseconds stop_bound() { return scaled(5000ms); }
 
 }  // namespace
 
+milliseconds lb_lag() { return scaled(1000ms); }
+
 std::string Http::str() const { return status != 0 ? std::to_string(status) : error; }
 
 std::string Stop::str() const { return status ? status->str() : "still running"; }
 
 Running start(const std::string& name, const testkit::RedisServer& redis, std::vector<std::string> extra) {
   std::vector<std::string> argv = {stage(name), "--port", "0", "--redis", redis.address()};
-  if (drains_first(name) && !has_flag(extra, "--drain-delay-ms")) extra.insert(extra.end(), {"--drain-delay-ms", "200"});
+  if (drains_first(name) && !has_flag(extra, "--drain-delay-ms")) extra.insert(extra.end(), {"--drain-delay-ms", std::to_string(lb_lag().count())});
   argv.insert(argv.end(), extra.begin(), extra.end());
   Running r;
   r.process = std::make_unique<testkit::Process>(argv);
@@ -102,20 +119,34 @@ Http get(int port, const std::string& path, milliseconds timeout) {
   return to_http(res, t0, timeout);
 }
 
+Http post(int port, const std::string& path, milliseconds timeout) {
+  httplib::Client c("127.0.0.1", port);
+  configure(c, timeout);
+  const auto t0 = Clock::now();
+  auto res = c.Post(path);
+  return to_http(res, t0, timeout);
+}
+
 struct KeepAlive::Impl {
-  explicit Impl(int port) : client("127.0.0.1", port) {
+  Impl(int port, milliseconds t) : client("127.0.0.1", port), timeout(t) {
     client.set_keep_alive(true);
-    configure(client, 5s);
+    configure(client, timeout);
   }
   httplib::Client client;
+  milliseconds timeout;
 };
 
-KeepAlive::KeepAlive(int port) : impl_(std::make_unique<Impl>(port)) {}
+KeepAlive::KeepAlive(int port, milliseconds timeout) : impl_(std::make_unique<Impl>(port, timeout)) {}
 KeepAlive::~KeepAlive() = default;
 Http KeepAlive::get(const std::string& path) {
   const auto t0 = Clock::now();
   auto res = impl_->client.Get(path.c_str());
-  return to_http(res, t0, 5s);
+  return to_http(res, t0, impl_->timeout);
+}
+Http KeepAlive::incr(const std::string& id) {
+  const auto t0 = Clock::now();
+  auto res = impl_->client.Post("/incr?id=" + id);
+  return to_http(res, t0, impl_->timeout);
 }
 void KeepAlive::close() { impl_->client.stop(); }
 
@@ -160,7 +191,7 @@ InFlight sigterm_with_request_in_flight(const std::string& name) {
   const auto handler = scaled(800ms);
   auto r = start(name, redis, {"--work-ms", "0", "--handler-ms", std::to_string(handler.count()), "--trace"});
   InFlight out;
-  std::thread client([&] { out.response = get(r.port, "/incr?id=inflight", scaled(10s)); });
+  std::thread client([&] { out.response = post(r.port, "/incr?id=inflight", scaled(10s)); });
   r.process->expect_line("incr: id=inflight started", 5s);  // the request is inside its handler
   const auto t = r.process->send_signal(SIGTERM);
   out.stop = finish(*r.process, t, stop_bound());
@@ -170,23 +201,32 @@ InFlight sigterm_with_request_in_flight(const std::string& name) {
 
 TrafficFirst stop_taking_traffic(const std::string& name) {
   testkit::RedisServer redis;
-  auto r = start(name, redis, {"--work-ms", "0"});
+  auto r = start(name, redis, {"--work-ms", "0", "--trace"});
   TrafficFirst out;
   KeepAlive keep(r.port);
   keep.get("/healthz");
-  let_connection_go_idle();
+  let_connection_go_idle(name, *r.process, 1);
   const auto t = r.process->send_signal(SIGTERM);
   // What a load balancer that has not yet noticed sees: poll readiness and
   // send work, on fresh connections, until the server refuses them.
   for (int n = 0; ms_since(t) < scaled(5000ms).count(); ++n) {
     Http ready = get(r.port, "/readyz", 1s);
-    if (ready.status == 0) break;
+    if (ready.status == 0) {
+      out.refused_after_ms = ms_since(t);
+      break;
+    }
     if (ready.status == 503) out.readiness_503 = true;
-    Http work = get(r.port, "/incr?id=late" + std::to_string(n), 1s);
+    Http work = post(r.port, "/incr?id=late" + std::to_string(n), 1s);
     if (out.readiness_503 && work.ok()) out.served_while_draining = true;
     std::this_thread::sleep_for(10ms);
   }
   if (name != "010-naive-exit") r.process->expect_line("listener closed", 5s);
+  // 050 closed it (--trace says so, before or after "listener closed").
+  for (auto end = Clock::now() + scaled(5s); drains_first(name);) {
+    if (r.process->out().find("closed while idle") != std::string::npos) break;
+    if (Clock::now() > end) throw testkit::Failure("050 never closed the idle connection:\n" + r.process->transcript());
+    std::this_thread::sleep_for(2ms);
+  }
   out.keep_alive_after_close = keep.get("/healthz");
   keep.close();
   out.stop = finish(*r.process, t, stop_bound());
@@ -203,7 +243,7 @@ Stuck sigterm_with_stuck_handler(const std::string& name) {
   }
   if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "100"});
   auto r = start(name, redis, extra);
-  std::thread client([&] { get(r.port, "/incr?id=stuck", 70s); });
+  std::thread client([&] { post(r.port, "/incr?id=stuck", 70s); });
   r.process->expect_line("incr: id=stuck started", 5s);
   const auto t = r.process->send_signal(SIGTERM);
   // Bound: the deadline (if any) plus a margin.
@@ -221,25 +261,155 @@ Stuck sigterm_with_stuck_handler(const std::string& name) {
   }
   client.join();  // the process is gone: the client gets its error
   out.stop.transcript = r.process->transcript();
-  out.abandoned_reported = r.process->err().find("abandoned: id=stuck") != std::string::npos;
+  const auto err = r.process->err();
+  out.cancelled_reported = err.find("cancelled: id=stuck") != std::string::npos;
+  out.stuck_reported = out.cancelled_reported || err.find("abandoned: id=stuck") != std::string::npos;
   return out;
 }
 
 IdleKeepAlive sigterm_with_idle_keep_alive(const std::string& name) {
   testkit::RedisServer redis;
-  std::vector<std::string> extra = {"--work-ms", "0"};
+  std::vector<std::string> extra = {"--work-ms", "0", "--trace"};
   if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "0"});
   auto r = start(name, redis, extra);
   KeepAlive keep(r.port);
   keep.get("/healthz");
   const auto idle_since = Clock::now();
-  let_connection_go_idle();
+  let_connection_go_idle(name, *r.process, 1);
   const auto t = r.process->send_signal(SIGTERM);
   IdleKeepAlive out;
   out.stop = finish(*r.process, t, std::max(scaled(5000ms), milliseconds(10'000)));
   if (out.stop.status)
     out.idle_ms = std::chrono::duration_cast<milliseconds>(r.process->exit_time() - idle_since).count();
   return out;
+}
+
+namespace {
+
+// How many sockets the process holds (its listener, Redis, connections).
+int socket_count(pid_t pid) {
+  int n = 0;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return -1;
+  while (const dirent* e = ::readdir(d)) {
+    char target[64] = "";
+    const auto len = ::readlink((dir + "/" + e->d_name).c_str(), target, sizeof target - 1);
+    if (len > 0 && std::string(target, static_cast<std::size_t>(len)).rfind("socket:", 0) == 0) ++n;
+  }
+  ::closedir(d);
+  return n;
+}
+
+void wait_sockets(pid_t pid, int at_least, milliseconds timeout) {
+  for (auto deadline = Clock::now() + scaled(timeout); socket_count(pid) < at_least;) {
+    if (Clock::now() > deadline)
+      throw testkit::Failure("precondition failed: the stage never held " + std::to_string(at_least) + " sockets");
+    std::this_thread::sleep_for(2ms);
+  }
+}
+
+}  // namespace
+
+IdleRace race_idle_close(const std::string& name, int rounds, int connections) {
+  testkit::RedisServer redis;
+  IdleRace out;
+  std::set<std::string> answered;
+  std::mt19937 rng(12345);
+  const auto budget = Clock::now() + scaled(60s);
+  for (int round = 0; round < rounds && Clock::now() < budget; ++round) {
+    std::vector<std::string> extra = {"--work-ms", "0", "--threads", std::to_string(connections + 2)};
+    if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "0"});
+    auto r = start(name, redis, extra);
+    std::vector<std::unique_ptr<KeepAlive>> clients;
+    for (int c = 0; c < connections; ++c) {
+      clients.push_back(std::make_unique<KeepAlive>(r.port));
+      if (!clients.back()->get("/healthz").ok()) throw testkit::Failure("precondition failed: /healthz");
+    }
+    std::vector<int> delay_us(static_cast<std::size_t>(connections));
+    for (auto& d : delay_us) d = std::uniform_int_distribution<int>(0, 4000)(rng);
+    std::vector<Http> got(static_cast<std::size_t>(connections));
+    const auto t = r.process->send_signal(SIGTERM);
+    std::vector<std::thread> senders;
+    for (int c = 0; c < connections; ++c)
+      senders.emplace_back([&, c] {
+        std::this_thread::sleep_until(t + std::chrono::microseconds(delay_us[static_cast<std::size_t>(c)]));
+        got[static_cast<std::size_t>(c)] = clients[static_cast<std::size_t>(c)]->incr("e" + std::to_string(round) + "c" + std::to_string(c));
+      });
+    for (auto& th : senders) th.join();
+    for (auto& c : clients) c->close();
+    Stop stop = finish(*r.process, t, stop_bound());
+    if (!stop.status) throw testkit::Failure("stage did not exit:\n" + stop.transcript);
+    out.last_transcript = stop.transcript;
+    for (int c = 0; c < connections; ++c) {
+      ++out.sent;
+      if (got[static_cast<std::size_t>(c)].ok()) answered.insert("e" + std::to_string(round) + "c" + std::to_string(c));
+    }
+    ++out.rounds;
+  }
+  out.answered = static_cast<int>(answered.size());
+  const auto persisted = redis.client().smembers("incr:ids");
+  for (const auto& id : persisted)
+    if (answered.count(id) == 0) out.unanswered_ran.push_back(id);
+  for (const auto& id : answered)
+    if (persisted.count(id) == 0) out.answered_lost.push_back(id);
+  return out;
+}
+
+Queued sigterm_with_queued_connections(const std::string& name, int threads, int idle, int queued) {
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", "0", "--threads", std::to_string(threads)});
+  const int before = socket_count(r.process->pid());
+  std::vector<std::unique_ptr<KeepAlive>> idlers;
+  for (int i = 0; i < idle; ++i) {
+    idlers.push_back(std::make_unique<KeepAlive>(r.port));
+    if (!idlers.back()->get("/healthz").ok()) throw testkit::Failure("precondition failed: /healthz");
+  }
+  Queued out;
+  out.responses.resize(static_cast<std::size_t>(queued));
+  std::vector<std::thread> clients;
+  for (int i = 0; i < queued; ++i)
+    clients.emplace_back([&, i] {
+      KeepAlive c(r.port, scaled(15s));
+      out.responses[static_cast<std::size_t>(i)] = c.incr("q" + std::to_string(i));
+    });
+  wait_sockets(r.process->pid(), before + idle + queued, 10s);  // all accepted, requests sent
+  const auto t = r.process->send_signal(SIGTERM);
+  for (auto& th : clients) th.join();
+  for (auto& c : idlers) c->close();
+  out.stop = finish(*r.process, t, stop_bound() + scaled(6s));
+  for (const auto& h : out.responses) out.answered += h.ok() ? 1 : 0;
+  const auto persisted = redis.client().smembers("incr:ids");
+  out.persisted = static_cast<int>(persisted.size());
+  return out;
+}
+
+std::optional<std::string> exchange_until_close(int port, const std::string& request, milliseconds timeout) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+    ::close(fd);
+    throw testkit::Failure("precondition failed: cannot send a request");
+  }
+  std::string got;
+  for (auto deadline = Clock::now() + scaled(timeout);;) {
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    char buf[4096];
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      ::close(fd);
+      return got;  // closed by the server
+    }
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return std::nullopt;
 }
 
 }  // namespace ch02

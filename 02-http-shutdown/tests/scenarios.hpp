@@ -26,13 +26,17 @@ extern const std::vector<std::string> kStages;  // 010 .. 050
 bool has_deadline(const std::string& name);     // 040, 050: --shutdown-timeout-ms
 bool drains_first(const std::string& name);     // 050: --drain-delay-ms
 
+// How long a load balancer keeps sending traffic to an instance after its
+// SIGTERM (endpoint removal lag): 1 s, scaled. 050's drain delay in tests.
+milliseconds lb_lag();
+
 // A stage running against a Redis server, ready to take requests.
 struct Running {
   std::unique_ptr<testkit::Process> process;
   int port = 0;
 };
 // Starts `name` with --port 0 --redis <redis> plus `extra` and waits for its
-// ready line. 050 gets --drain-delay-ms 200 unless `extra` sets it.
+// ready line. 050 gets --drain-delay-ms lb_lag() unless `extra` sets it.
 Running start(const std::string& name, const testkit::RedisServer& redis, std::vector<std::string> extra = {});
 
 // One HTTP exchange as a client saw it.
@@ -44,17 +48,19 @@ struct Http {
   bool ok() const { return status == 200; }
   std::string str() const;  // "200", "503", "refused", ...
 };
-// GET on a fresh connection.
+// GET, and POST with an empty body, on a fresh connection.
 Http get(int port, const std::string& path, milliseconds timeout = milliseconds(5000));
+Http post(int port, const std::string& path, milliseconds timeout = milliseconds(5000));
 
 // A client that keeps its connection open between requests.
 class KeepAlive {
  public:
-  explicit KeepAlive(int port);
+  explicit KeepAlive(int port, milliseconds timeout = milliseconds(5000));
   ~KeepAlive();
   KeepAlive(const KeepAlive&) = delete;
   KeepAlive& operator=(const KeepAlive&) = delete;
   Http get(const std::string& path);
+  Http incr(const std::string& id);  // an /incr with this id
   void close();
 
  private:
@@ -94,11 +100,16 @@ InFlight sigterm_with_request_in_flight(const std::string& name);
 // stage says its listener is closed, the idle keep-alive connection is used
 // again; then the client closes it.
 struct TrafficFirst {
+  long long refused_after_ms = -1;    // SIGTERM -> first refused connection (-1: never)
   bool readiness_503 = false;         // /readyz said 503 while requests were still answered
   bool served_while_draining = false; // an /incr sent after SIGTERM was answered 200
   Http keep_alive_after_close;        // the idle keep-alive connection after the listener closed
   Stop stop;
-  bool right() const { return readiness_503 && served_while_draining && !keep_alive_after_close.ok(); }
+  // Kept answering for the load balancer's lag, saying 503 on /readyz, and
+  // closed the idle keep-alive connection.
+  bool right() const {
+    return refused_after_ms >= lb_lag().count() && readiness_503 && served_while_draining && !keep_alive_after_close.ok();
+  }
 };
 TrafficFirst stop_taking_traffic(const std::string& name);
 
@@ -109,7 +120,8 @@ struct Stuck {
   Stop stop;
   long long deadline_ms = 0;           // the configured deadline (040/050)
   bool second_signal_sent = false;
-  bool abandoned_reported = false;     // stderr names the stuck id
+  bool stuck_reported = false;         // stderr names the stuck id, cancelled or abandoned
+  bool cancelled_reported = false;     // ... as cancelled: the handler gave up when asked
 };
 Stuck sigterm_with_stuck_handler(const std::string& name);
 
@@ -120,5 +132,36 @@ struct IdleKeepAlive {
   long long idle_ms = -1;  // from the connection's last response to the exit
 };
 IdleKeepAlive sigterm_with_idle_keep_alive(const std::string& name);
+
+// E: the idle close raced. Per round: a fresh stage (--drain-delay-ms 0 for
+// 050), `connections` keep-alive clients that each made a request and went
+// idle, SIGTERM, then every client sends one /incr 0-4 ms later, right when
+// the stage closes idle connections. Over all rounds, an id persisted in
+// Redis whose client got no 200 was executed but not answered.
+struct IdleRace {
+  int rounds = 0;
+  int sent = 0;
+  int answered = 0;                          // 200
+  std::vector<std::string> unanswered_ran;   // persisted, client saw no 200
+  std::vector<std::string> answered_lost;    // 200, not persisted
+  std::string last_transcript;
+};
+IdleRace race_idle_close(const std::string& name, int rounds, int connections);
+
+// F: more keep-alive clients than --threads. `idle` clients made a request
+// and stay idle, holding every worker thread; then `queued` clients connect
+// and send an /incr each, which waits for a worker. Once the stage has
+// accepted all of them (its socket descriptors), SIGTERM.
+struct Queued {
+  std::vector<Http> responses;  // of the queued requests, in order
+  int answered = 0;
+  int persisted = 0;
+  Stop stop;
+};
+Queued sigterm_with_queued_connections(const std::string& name, int threads, int idle, int queued);
+
+// One raw HTTP/1.1 exchange on a new connection: writes `request`, reads
+// until the server closes the connection. nullopt: still open at the timeout.
+std::optional<std::string> exchange_until_close(int port, const std::string& request, milliseconds timeout);
 
 }  // namespace ch02
