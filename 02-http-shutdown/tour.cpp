@@ -7,6 +7,7 @@
 
 #include "scenarios.hpp"
 #include "testkit/scoreboard.hpp"
+#include "testkit/tour.hpp"
 
 using namespace ch02;
 using namespace testkit;
@@ -15,7 +16,12 @@ namespace {
 
 std::string ms(long long v) { return std::to_string(v) + " ms"; }
 
+// Progress on a terminal, and the stop on Ctrl-C/SIGTERM (testkit/tour.hpp).
+testkit::TourRuntime* tour = nullptr;
+
 std::vector<Cell> row(const std::string& name) {
+  tour->stage(name);
+  tour->scenario("SIGTERM while background writes are pending");
   // A: 15 requests acknowledged, SIGTERM while their writes are pending, 5 more.
   auto a = sigterm_with_pending_writes(name);
   const auto& rep = a.report;
@@ -25,13 +31,16 @@ std::vector<Cell> row(const std::string& name) {
   Cell lost = verdict(rep.lost == 0 && rep.redis_error.empty(), std::to_string(rep.lost) + " lost");
 
   // B: SIGTERM while a request is inside its handler.
+  tour->scenario("SIGTERM while a request is in its handler");
   auto b = sigterm_with_request_in_flight(name);
   // F: 2 worker threads held by idle keep-alive clients, 6 requests queued.
+  tour->scenario("more keep-alive clients than threads");
   auto q = sigterm_with_queued_connections(name, 2, 2, 6);
   Cell errors = verdict(b.response.ok() && q.answered == 6,
                         "in-flight: " + b.response.str() + ", queued: " + std::to_string(q.answered) + "/6 answered");
 
   // D: a handler that never returns.
+  tour->scenario("a handler that never returns");
   auto d = sigterm_with_stuck_handler(name);
   Cell bounded = wrong("hangs, 2nd signal ignored");
   if (d.stop.status && d.stop.status->killed_by(SIGTERM)) {
@@ -42,6 +51,7 @@ std::vector<Cell> row(const std::string& name) {
   }
 
   // C: readiness and keep-alive connections during the stop.
+  tour->scenario("readiness and keep-alive connections");
   auto c = stop_taking_traffic(name);
   Cell traffic = right("503 first, keep-alive closed");
   if (!c.right())
@@ -53,6 +63,8 @@ std::vector<Cell> row(const std::string& name) {
 }  // namespace
 
 int main(int argc, char**) {
+  testkit::TourRuntime runtime("02-http-shutdown");
+  tour = &runtime;
   if (argc != 1) {
     std::cerr << "usage: 02-http-shutdown-tour\n";
     return 2;
@@ -66,6 +78,7 @@ int main(int argc, char**) {
     board.add_note("bounded: a handler that never returns; 040/050 have a 1 s deadline and report the id.");
     board.add_note("010 is bounded only because SIGTERM kills it, with everything in flight.");
     board.add_note("queued: 8 keep-alive clients, 2 threads; 6 requests wait for a worker at SIGTERM.");
+    runtime.clear();
     std::cout << board.render();
     return 0;
   } catch (const std::exception& e) {

@@ -81,8 +81,14 @@ int check(int argc, char** argv) {
   Process tour({argv[1]}, {.extra_env = {marker, "TOUR_PROGRESS=lines"}, .cwd = {}});
   // Mid-scenario: the tour has processes running (a stage, a redis-server)
   // when the signal lands.
-  tour.expect_line("tour: ", 120s);
-  tour.expect_line(argc == 4 ? argv[3] : "tour: ", 240s);
+  if (!tour.wait_for_line("tour: ", 120s) || !tour.wait_for_line(argc == 4 ? argv[3] : "tour: ", 240s)) {
+    // A tour that cannot run here says so (05-k8s without network namespaces).
+    if (tour.wait_exit(scaled(5s)) && tour.out().find("SKIPPED:") != std::string::npos) {
+      std::printf("SKIPPED: the tour skipped its scenarios here\n");
+      return 0;
+    }
+    return fail(std::string("the tour never reached '") + (argc == 4 ? argv[3] : "tour: ") + "'", tour);
+  }
   std::vector<std::string> before;
   for (auto deadline = Clock::now() + scaled(30s); before.empty() && Clock::now() < deadline;
        std::this_thread::sleep_for(5ms))
