@@ -473,6 +473,11 @@ TEST_CASE("010 naive-exit no errors to clients: no, a rolling restart without re
 // and an RPC that reaches the server between Shutdown() and the client
 // reading the GOAWAY fails. The window is a few milliseconds per stop, so
 // the test repeats the rolling restart (at most 8 times) until one shows.
+// On a quiet machine eight restarts can all miss it: a test that is not
+// deterministic does not belong in the suite, so these two are hidden and
+// run by hand (03-grpc-gracefulstop-tests "[race]"). The deterministic proof
+// that 020 and 030 fail clients is "RPCs sent just after SIGTERM get
+// UNAVAILABLE unannounced".
 void require_rolling_failures(const std::string& prefix) {
   std::string seen;
   for (int attempt = 1; attempt <= 8 && seen.empty(); ++attempt) {
@@ -484,11 +489,13 @@ void require_rolling_failures(const std::string& prefix) {
   REQUIRE_FALSE(seen.empty());
 }
 
-TEST_CASE("020 shutdown-thread no errors to clients: no, a rolling restart without retries fails RPCs that race the GOAWAY") {
+TEST_CASE("020 shutdown-thread no errors to clients: no, a rolling restart without retries fails RPCs that race the GOAWAY",
+          "[.][race]") {
   require_rolling_failures("020");
 }
 
-TEST_CASE("030 shutdown-deadline no errors to clients: no, a rolling restart without retries fails RPCs that race the GOAWAY") {
+TEST_CASE("030 shutdown-deadline no errors to clients: no, a rolling restart without retries fails RPCs that race the GOAWAY",
+          "[.][race]") {
   require_rolling_failures("030");
 }
 
