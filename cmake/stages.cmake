@@ -59,3 +59,36 @@ function(add_chapter_tour)
   _gs_chapter_label(label)
   _gs_common_harness(${label}-tour ${ARGN})
 endfunction()
+
+# add_grpc_proto_library(<target> PROTO_DIR <dir> PROTOS name ...)
+#     A static library of the C++ code that Debian's protoc and
+#     grpc_cpp_plugin generate from <dir>/<name>.proto, with its include
+#     directory. Chapter 03 builds its own protocol with it; chapter 05
+#     builds its callers from chapter 03's .proto files (the public
+#     interface), never from chapter 03's build.
+function(add_grpc_proto_library target)
+  cmake_parse_arguments(ARG "" "PROTO_DIR" "PROTOS" ${ARGN})
+  set(gen_dir "${CMAKE_CURRENT_BINARY_DIR}/gen")
+  set(gen_files)
+  set(sources)
+  foreach(proto IN LISTS ARG_PROTOS)
+    list(APPEND gen_files "${gen_dir}/${proto}.pb.cc" "${gen_dir}/${proto}.pb.h"
+                          "${gen_dir}/${proto}.grpc.pb.cc" "${gen_dir}/${proto}.grpc.pb.h")
+    list(APPEND sources "${ARG_PROTO_DIR}/${proto}.proto")
+  endforeach()
+  list(JOIN ARG_PROTOS ".proto " names)
+  _gs_chapter_label(label)
+  add_custom_command(
+    OUTPUT ${gen_files}
+    COMMAND "${CMAKE_COMMAND}" -E make_directory "${gen_dir}"
+    COMMAND protobuf::protoc "--proto_path=${ARG_PROTO_DIR}" "--cpp_out=${gen_dir}" "--grpc_out=${gen_dir}"
+            "--plugin=protoc-gen-grpc=$<TARGET_FILE:gRPC::grpc_cpp_plugin>" ${sources}
+    DEPENDS ${sources} protobuf::protoc gRPC::grpc_cpp_plugin
+    COMMENT "protoc (${label}): ${names}.proto"
+    VERBATIM)
+  add_library(${target} STATIC ${gen_files})
+  target_include_directories(${target} SYSTEM PUBLIC "${gen_dir}")
+  target_link_libraries(${target} PUBLIC gRPC::grpc++ protobuf::libprotobuf)
+  # Generated code is not ours to fix: its warnings are not errors here.
+  target_compile_options(${target} PRIVATE -Wno-error -Wno-pedantic -Wno-unused-parameter)
+endfunction()

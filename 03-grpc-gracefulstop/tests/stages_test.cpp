@@ -201,6 +201,82 @@ TEST_CASE("030 shutdown-deadline stops taking traffic first: no, health never sa
 
 // ------------------------------------------------------------------ 040
 
+namespace {
+
+// 040 and 050 share every property below; each test runs its own stage.
+void require_health_aware_client_sees_no_failure(const std::string& prefix) {
+  StopReport r = under_load(prefix);
+  INFO(render(r));
+  REQUIRE(r.failed() == 0);
+  REQUIRE(r.ok() == static_cast<int>(r.load.rpcs.size()));
+  REQUIRE(r.load.not_sent > 0);  // it held the rest back because it was told
+}
+
+void require_rolling_restart_with_retries_clean(const std::string& prefix) {
+  testkit::RedisServer redis;
+  const Stage& s = stage(prefix);
+  LoadOptions load;
+  load.rpcs = 100'000;  // an upper bound: the load stops when the restarts are done
+  load.rate = 200;
+  load.work_ms = 20;
+  load.id_prefix = "roll";
+  RollingReport r = run_rolling_restart(bin(s), redis, s.args, load);
+  std::string failures;
+  for (auto& [code, e] : r.failed_by_code()) failures += code + " x" + std::to_string(e.first) + ": " + e.second + "\n";
+  INFO(failures);
+  REQUIRE(r.exits.size() == 2);
+  for (auto& e : r.exits) CHECK(e.ok());
+  REQUIRE(r.load.rpcs.size() >= 100);  // two drains of 300 ms at 200/s
+  REQUIRE(r.ok() == static_cast<int>(r.load.rpcs.size()));
+  REQUIRE(r.lost().empty());
+  REQUIRE(r.server_pids.size() >= 3);  // old and restarted servers both answered
+}
+
+void require_open_stream_cut_off(const std::string& prefix) {
+  StopReport r = open_stream(prefix);
+  INFO(render(r));
+  REQUIRE(r.exit);
+  REQUIRE(r.exit->exited);
+  REQUIRE(r.exit->code == 1);
+  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage(prefix).budget + teardown_slack()));
+  REQUIRE(r.server_err.find("abandoned: stream id=stream-1") != std::string::npos);
+}
+
+void require_second_signal_during_drain_forces_exit(const std::string& prefix) {
+  testkit::RedisServer redis;
+  Server server(bin(stage(prefix)), redis.address(), {"--shutdown-timeout-ms", "60000", "--drain-ms", "30000"});
+  server.process().send_signal(SIGTERM);
+  server.process().expect_line("health NOT_SERVING", milliseconds(5000));
+  auto second = server.process().send_signal(SIGINT);
+  auto status = server.process().expect_exit(milliseconds(2000));
+  REQUIRE(status.exited);
+  REQUIRE(status.code == 1);
+  REQUIRE(server.process().exit_time() - second < testkit::scaled(milliseconds(1000)));
+}
+
+void require_not_serving_first_and_still_serving(const std::string& prefix) {
+  StopReport r = under_load(prefix);
+  INFO(render(r));
+  REQUIRE(r.not_serving_after);
+  REQUIRE(*r.not_serving_after <= testkit::scaled(milliseconds(200)));
+
+  // And directly: after the announcement a late RPC is still answered OK.
+  testkit::RedisServer redis;
+  Server server(bin(stage(prefix)), redis.address(), {"--shutdown-timeout-ms", "5000", "--drain-ms", "2000"});
+  auto channel = channel_to({server.target()});
+  REQUIRE(health(*channel) == "SERVING");
+  server.process().send_signal(SIGTERM);
+  server.process().expect_line("health NOT_SERVING", milliseconds(5000));
+  REQUIRE(health(*channel) == "NOT_SERVING");
+  RpcResult late = work(*channel, "late-1", 10);
+  INFO(late.message);
+  REQUIRE(late.ok());
+  REQUIRE(redis.client().smembers("work:done").count("late-1") == 1);
+  REQUIRE(server.process().expect_exit(milliseconds(8000)).ok());
+}
+
+}  // namespace
+
 TEST_CASE("040 health-drain handles SIGTERM: exit 0 within its budget, drain included") {
   require_handles_sigterm(under_load("040"), *stage("040").budget + teardown_slack());
 }
@@ -210,155 +286,53 @@ TEST_CASE("040 health-drain no lost work: RPCs running at SIGTERM complete and a
 }
 
 TEST_CASE("040 health-drain no errors to clients: a health-aware client sees no failed RPC") {
-  StopReport r = under_load("040");
-  INFO(render(r));
-  REQUIRE(r.failed() == 0);
-  REQUIRE(r.ok() == static_cast<int>(r.load.rpcs.size()));
-  REQUIRE(r.load.not_sent > 0);  // it held the rest back because it was told
+  require_health_aware_client_sees_no_failure("040");
 }
 
 TEST_CASE("040 health-drain no errors to clients: round-robin with health checks and retries over two servers, each restarted, 0 failed") {
-  testkit::RedisServer redis;
-  const Stage& s = stage("040");
-  LoadOptions load;
-  load.rpcs = 100'000;  // an upper bound: the load stops when the restarts are done
-  load.rate = 200;
-  load.work_ms = 20;
-  load.id_prefix = "roll";
-  RollingReport r = run_rolling_restart(bin(s), redis, s.args, load);
-  std::string failures;
-  for (auto& [code, e] : r.failed_by_code()) failures += code + " x" + std::to_string(e.first) + ": " + e.second + "\n";
-  INFO(failures);
-  REQUIRE(r.exits.size() == 2);
-  for (auto& e : r.exits) CHECK(e.ok());
-  REQUIRE(r.load.rpcs.size() >= 100);  // two drains of 300 ms at 200/s
-  REQUIRE(r.ok() == static_cast<int>(r.load.rpcs.size()));
-  REQUIRE(r.lost().empty());
-  REQUIRE(r.server_pids.size() >= 3);  // old and restarted servers both answered
+  require_rolling_restart_with_retries_clean("040");
 }
 
 TEST_CASE("040 health-drain bounded: an open stream is cut off at the deadline and reported, exit 1") {
-  StopReport r = open_stream("040");
-  INFO(render(r));
-  REQUIRE(r.exit);
-  REQUIRE(r.exit->exited);
-  REQUIRE(r.exit->code == 1);
-  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage("040").budget + teardown_slack()));
-  REQUIRE(r.server_err.find("abandoned: stream id=stream-1") != std::string::npos);
+  require_open_stream_cut_off("040");
 }
 
 TEST_CASE("040 health-drain bounded: a second SIGTERM during the drain forces exit 1 at once") {
-  testkit::RedisServer redis;
-  Server server(bin(stage("040")), redis.address(), {"--shutdown-timeout-ms", "60000", "--drain-ms", "30000"});
-  server.process().send_signal(SIGTERM);
-  server.process().expect_line("health NOT_SERVING", milliseconds(5000));
-  auto second = server.process().send_signal(SIGINT);
-  auto status = server.process().expect_exit(milliseconds(2000));
-  REQUIRE(status.exited);
-  REQUIRE(status.code == 1);
-  REQUIRE(server.process().exit_time() - second < testkit::scaled(milliseconds(1000)));
+  require_second_signal_during_drain_forces_exit("040");
 }
 
 TEST_CASE("040 health-drain stops taking traffic first: NOT_SERVING at once, RPCs still served during the drain") {
-  StopReport r = under_load("040");
-  INFO(render(r));
-  REQUIRE(r.not_serving_after);
-  REQUIRE(*r.not_serving_after <= testkit::scaled(milliseconds(200)));
-
-  // And directly: after the announcement a late RPC is still answered OK.
-  testkit::RedisServer redis;
-  Server server(bin(stage("040")), redis.address(), {"--shutdown-timeout-ms", "5000", "--drain-ms", "2000"});
-  auto channel = channel_to({server.target()});
-  REQUIRE(health(*channel) == "SERVING");
-  server.process().send_signal(SIGTERM);
-  server.process().expect_line("health NOT_SERVING", milliseconds(5000));
-  REQUIRE(health(*channel) == "NOT_SERVING");
-  RpcResult late = work(*channel, "late-1", 10);
-  INFO(late.message);
-  REQUIRE(late.ok());
-  REQUIRE(redis.client().smembers("work:done").count("late-1") == 1);
-  REQUIRE(server.process().expect_exit(milliseconds(8000)).ok());
+  require_not_serving_first_and_still_serving("040");
 }
 
 // ------------------------------------------------------------------ 050
 
 TEST_CASE("050 last-call-closes handles SIGTERM: exit 0 within its budget, drain included") {
-  require_handles_sigterm(under_load("040"), *stage("050").budget + teardown_slack());
+  require_handles_sigterm(under_load("050"), *stage("050").budget + teardown_slack());
 }
 
 TEST_CASE("050 last-call-closes no lost work: RPCs running at SIGTERM complete and are persisted") {
-  require_no_lost_work(under_load("040"));
+  require_no_lost_work(under_load("050"));
 }
 
 TEST_CASE("050 last-call-closes no errors to clients: a health-aware client sees no failed RPC") {
-  StopReport r = under_load("040");
-  INFO(render(r));
-  REQUIRE(r.failed() == 0);
-  REQUIRE(r.ok() == static_cast<int>(r.load.rpcs.size()));
-  REQUIRE(r.load.not_sent > 0);  // it held the rest back because it was told
+  require_health_aware_client_sees_no_failure("050");
 }
 
 TEST_CASE("050 last-call-closes no errors to clients: round-robin with health checks and retries over two servers, each restarted, 0 failed") {
-  testkit::RedisServer redis;
-  const Stage& s = stage("050");
-  LoadOptions load;
-  load.rpcs = 100'000;  // an upper bound: the load stops when the restarts are done
-  load.rate = 200;
-  load.work_ms = 20;
-  load.id_prefix = "roll";
-  RollingReport r = run_rolling_restart(bin(s), redis, s.args, load);
-  std::string failures;
-  for (auto& [code, e] : r.failed_by_code()) failures += code + " x" + std::to_string(e.first) + ": " + e.second + "\n";
-  INFO(failures);
-  REQUIRE(r.exits.size() == 2);
-  for (auto& e : r.exits) CHECK(e.ok());
-  REQUIRE(r.load.rpcs.size() >= 100);  // two drains of 300 ms at 200/s
-  REQUIRE(r.ok() == static_cast<int>(r.load.rpcs.size()));
-  REQUIRE(r.lost().empty());
-  REQUIRE(r.server_pids.size() >= 3);  // old and restarted servers both answered
+  require_rolling_restart_with_retries_clean("050");
 }
 
 TEST_CASE("050 last-call-closes bounded: an open stream is cut off at the deadline and reported, exit 1") {
-  StopReport r = open_stream("040");
-  INFO(render(r));
-  REQUIRE(r.exit);
-  REQUIRE(r.exit->exited);
-  REQUIRE(r.exit->code == 1);
-  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage("050").budget + teardown_slack()));
-  REQUIRE(r.server_err.find("abandoned: stream id=stream-1") != std::string::npos);
+  require_open_stream_cut_off("050");
 }
 
 TEST_CASE("050 last-call-closes bounded: a second SIGTERM during the drain forces exit 1 at once") {
-  testkit::RedisServer redis;
-  Server server(bin(stage("050")), redis.address(), {"--shutdown-timeout-ms", "60000", "--drain-ms", "30000"});
-  server.process().send_signal(SIGTERM);
-  server.process().expect_line("health NOT_SERVING", milliseconds(5000));
-  auto second = server.process().send_signal(SIGINT);
-  auto status = server.process().expect_exit(milliseconds(2000));
-  REQUIRE(status.exited);
-  REQUIRE(status.code == 1);
-  REQUIRE(server.process().exit_time() - second < testkit::scaled(milliseconds(1000)));
+  require_second_signal_during_drain_forces_exit("050");
 }
 
 TEST_CASE("050 last-call-closes stops taking traffic first: NOT_SERVING at once, RPCs still served during the drain") {
-  StopReport r = under_load("040");
-  INFO(render(r));
-  REQUIRE(r.not_serving_after);
-  REQUIRE(*r.not_serving_after <= testkit::scaled(milliseconds(200)));
-
-  // And directly: after the announcement a late RPC is still answered OK.
-  testkit::RedisServer redis;
-  Server server(bin(stage("050")), redis.address(), {"--shutdown-timeout-ms", "5000", "--drain-ms", "2000"});
-  auto channel = channel_to({server.target()});
-  REQUIRE(health(*channel) == "SERVING");
-  server.process().send_signal(SIGTERM);
-  server.process().expect_line("health NOT_SERVING", milliseconds(5000));
-  REQUIRE(health(*channel) == "NOT_SERVING");
-  RpcResult late = work(*channel, "late-1", 10);
-  INFO(late.message);
-  REQUIRE(late.ok());
-  REQUIRE(redis.client().smembers("work:done").count("late-1") == 1);
-  REQUIRE(server.process().expect_exit(milliseconds(8000)).ok());
+  require_not_serving_first_and_still_serving("050");
 }
 
 // ------------------------------------------------------------------ idle long-lived clients
