@@ -157,8 +157,12 @@ void Process::reader_loop(int out_fd, int err_fd) {
       if (fds[i].fd < 0 || fds[i].revents == 0) continue;
       ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
       if (n > 0) {
+        const auto now = Clock::now();
         std::lock_guard lock(mu_);
         (i == 0 ? out_ : err_).append(buf, static_cast<std::size_t>(n));
+        if (i == 0)  // when each stdout line arrived, for timelines
+          for (ssize_t k = 0; k < n; ++k)
+            if (buf[k] == '\n') out_line_times_.push_back(now);
       } else if (n == 0 || errno != EINTR) {
         ::close(fds[i].fd);
         fds[i].fd = -1;
@@ -170,6 +174,19 @@ void Process::reader_loop(int out_fd, int err_fd) {
   std::lock_guard lock(mu_);
   eof_ = true;
   cv_.notify_all();
+}
+
+std::vector<TimedLine> Process::timed_lines() const {
+  std::lock_guard lock(mu_);
+  std::vector<TimedLine> lines;
+  std::size_t begin = 0;
+  for (const auto& at : out_line_times_) {
+    const std::size_t nl = out_.find('\n', begin);
+    if (nl == std::string::npos) break;
+    lines.push_back({at, out_.substr(begin, nl - begin)});
+    begin = nl + 1;
+  }
+  return lines;
 }
 
 std::optional<std::string> Process::next_line_locked(std::string_view needle, const std::regex* re,

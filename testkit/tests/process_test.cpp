@@ -19,6 +19,20 @@ TEST_CASE("a process's lines are awaited in order, with the rest of the output k
   CHECK(p.err() == "two\n");
 }
 
+TEST_CASE("each stdout line carries the moment it was read, in order") {
+  Process p({"sh", "-c", "echo first; echo noise >&2; sleep 0.2; printf 'second\\nthird\\npartial'"});
+  const auto start = Clock::now();
+  CHECK(p.expect_exit(5s).ok());
+  const auto lines = p.timed_lines();
+  REQUIRE(lines.size() == 3);  // complete lines only, stdout only
+  CHECK(lines[0].text == "first");
+  CHECK(lines[2].text == "third");
+  CHECK(lines[0].at >= start);
+  // The sleep separates the first line from the others by at least its length.
+  CHECK(lines[1].at - lines[0].at >= 150ms);
+  CHECK(lines[2].at >= lines[1].at);
+}
+
 TEST_CASE("expect_match returns capture groups") {
   Process p({"sh", "-c", "echo 'listening on 127.0.0.1:5555'"});
   auto g = p.expect_match(std::regex(R"(listening on ([0-9.]+):(\d+))"), 5s);

@@ -47,6 +47,13 @@ struct ExitStatus {
 
 std::string signal_name(int sig);
 
+// A stdout line and the moment the test kit read it (within a millisecond or
+// so of the print on an idle machine: the reader thread polls the pipe).
+struct TimedLine {
+  Clock::time_point at;
+  std::string text;
+};
+
 struct SpawnOptions {
   std::vector<std::string> extra_env;  // "NAME=value" added to the environment
   std::string cwd;                     // empty: inherit
@@ -86,6 +93,8 @@ class Process {
 
   std::string out() const;  // everything printed on stdout so far
   std::string err() const;  // everything printed on stderr so far
+  // Every complete stdout line so far, with the moment it was read.
+  std::vector<TimedLine> timed_lines() const;
   // Command line, status and output, for failure messages.
   std::string transcript() const;
 
@@ -105,6 +114,7 @@ class Process {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string out_, err_;
+  std::vector<Clock::time_point> out_line_times_;  // one per '\n' in out_
   std::size_t cursor_ = 0;  // stdout offset consumed by expect_line
   bool eof_ = false;
   std::thread reader_;
