@@ -14,6 +14,14 @@
 #   add_chapter_tour(SOURCES tour.cpp ... [LIBS ...])
 #       The chapter's contribution to scripts/tour (a scoreboard), built as
 #       <chapter>-tour, which scripts/tour runs in chapter order.
+#
+#   add_chapter_timelines(SOURCES timeline.cpp ... [LIBS ...]
+#                         CHECK a.svg EXPECTATION... [b.svg EXPECTATION...])
+#       The chapter's timeline generator, built as <chapter>-timelines
+#       (binary: timelines; `timelines --out-dir DIR` draws DIR/*.svg from
+#       real runs; scripts/update-docs writes them to <chapter>/img/), and
+#       the test "<chapter>: timelines", which runs it into the build tree
+#       and checks each picture's series with timeline-check.
 
 
 function(_gs_chapter_label out)
@@ -91,4 +99,22 @@ function(add_grpc_proto_library target)
   target_link_libraries(${target} PUBLIC gRPC::grpc++ protobuf::libprotobuf)
   # Generated code is not ours to fix: its warnings are not errors here.
   target_compile_options(${target} PRIVATE -Wno-error -Wno-pedantic -Wno-unused-parameter)
+endfunction()
+
+function(add_chapter_timelines)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;CHECK" ${ARGN})
+  _gs_chapter_label(label)
+  _gs_common_harness(${label}-timelines SOURCES ${ARG_SOURCES} LIBS ${ARG_LIBS})
+  set_target_properties(${label}-timelines PROPERTIES OUTPUT_NAME timelines)
+  set(dir "${CMAKE_CURRENT_BINARY_DIR}/timelines-test")
+  set(script "set -e; rm -rf '${dir}'; '$<TARGET_FILE:${label}-timelines>' --out-dir '${dir}'")
+  foreach(word ${ARG_CHECK})
+    if(word MATCHES "[.]svg$")
+      string(APPEND script "; '$<TARGET_FILE:timeline-check>' '${dir}/${word}'")
+    else()
+      string(APPEND script " '${word}'")
+    endif()
+  endforeach()
+  add_test(NAME "${label}: timelines" COMMAND bash -c "${script}")
+  set_tests_properties("${label}: timelines" PROPERTIES LABELS "${label};timelines" TIMEOUT 300)
 endfunction()

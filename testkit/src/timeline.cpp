@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -45,9 +46,41 @@ const char* outcome_name(Outcome o) {
   return "?";
 }
 
+double ms_since(Clock::time_point zero, Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(t - zero).count();
+}
+
+std::vector<TimelineEvent> events_from_output(const Process& process, Clock::time_point zero,
+                                              const std::vector<LinePattern>& patterns) {
+  std::vector<TimelineEvent> events;
+  std::vector<bool> seen(patterns.size(), false);
+  for (const auto& line : process.timed_lines())
+    for (std::size_t i = 0; i < patterns.size(); ++i)
+      if ((patterns[i].every || !seen[i]) && line.text.find(patterns[i].needle) != std::string::npos) {
+        seen[i] = true;
+        events.push_back({ms_since(zero, line.at), patterns[i].label});
+        break;
+      }
+  return events;
+}
+
+std::string timeline_out_dir(int argc, char** argv) {
+  if (argc != 3 || std::string(argv[1]) != "--out-dir" || argv[2][0] == '\0') {
+    std::fprintf(stderr, "error: usage: %s --out-dir DIR\n", argc > 0 ? argv[0] : "timelines");
+    std::exit(2);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(argv[2], ec);
+  if (ec) {
+    std::fprintf(stderr, "error: --out-dir: cannot create %s: %s\n", argv[2], ec.message().c_str());
+    std::exit(2);
+  }
+  return argv[2];
+}
+
 std::string timeline_script(const Timeline& t, const std::string& data_path, const std::string& svg_path) {
   const std::size_t lanes = std::max<std::size_t>(t.lanes.size(), 1);
-  const int height = 140 + static_cast<int>(lanes) * 120;
+  const int height = 150 + static_cast<int>(lanes) * 150;
   std::ostringstream gp;
   gp << "set terminal svg size 1000," << height << " dynamic font 'sans,13' background rgb 'white'\n"
      << "set output " << quoted(svg_path) << "\n"
@@ -60,6 +93,24 @@ std::string timeline_script(const Timeline& t, const std::string& data_path, con
   for (std::size_t i = 0; i < t.lanes.size(); ++i)
     gp << (i ? ", " : "") << quoted(t.lanes[i].name) << " " << lane_base(i, lanes) + kLaneHeight / 2;
   gp << ")\n";
+  // The x range: every bar and marker, with room on the right for the labels
+  // of the last events.
+  double lo = 0, hi = 0;
+  bool any = false;
+  for (const auto& lane : t.lanes) {
+    for (const auto& r : lane.requests) {
+      lo = any ? std::min(lo, r.start_ms) : r.start_ms;
+      hi = any ? std::max(hi, r.end_ms) : r.end_ms;
+      any = true;
+    }
+    for (const auto& e : lane.events) {
+      lo = any ? std::min(lo, e.at_ms) : e.at_ms;
+      hi = any ? std::max(hi, e.at_ms) : e.at_ms;
+      any = true;
+    }
+  }
+  const double span = std::max(hi - lo, 1.0);
+  gp << "set xrange [" << lo - 0.02 * span << ":" << hi + 0.16 * span << "]\n";
   gp << "plot " << quoted(data_path) << " index 0 using 1:2:3:(0):4 with vectors nohead lw 3 lc rgb variable notitle, \\\n"
      << "  " << quoted(data_path) << " index 1 using 1:2:(0):3 with vectors nohead dt 2 lw 1.5 lc rgb '#222222' notitle, \\\n"
      << "  " << quoted(data_path) << " index 2 using 1:2:3 with labels left offset 0.3,0 font 'sans,11' tc rgb '#222222' notitle";
@@ -76,14 +127,19 @@ void render_timeline(const Timeline& t, const std::string& svg_path) {
   const std::size_t lanes = std::max<std::size_t>(t.lanes.size(), 1);
   {
     std::ofstream data(data_path);
-    // index 0: one bar per request (x, y, length, colour), stacked in start order
+    // index 0: one bar per request (x, y, length, colour), stacked in start
+    // order; an instant request still shows as a short bar
+    double lo = 0, hi = 0;
+    for (const auto& lane : t.lanes)
+      for (const auto& r : lane.requests) lo = std::min(lo, r.start_ms), hi = std::max(hi, r.end_ms);
+    const double min_bar = std::max((hi - lo) * 0.006, 1.0);
     for (std::size_t i = 0; i < t.lanes.size(); ++i) {
       auto reqs = t.lanes[i].requests;
       std::sort(reqs.begin(), reqs.end(), [](auto& a, auto& b) { return a.start_ms < b.start_ms; });
       const double base = lane_base(i, lanes);
       for (std::size_t k = 0; k < reqs.size(); ++k) {
         const double y = base + 0.08 + 0.62 * (reqs.size() > 1 ? double(k) / double(reqs.size() - 1) : 0.5);
-        data << reqs[k].start_ms << ' ' << y << ' ' << std::max(reqs[k].end_ms - reqs[k].start_ms, 1.0) << ' '
+        data << reqs[k].start_ms << ' ' << y << ' ' << std::max(reqs[k].end_ms - reqs[k].start_ms, min_bar) << ' '
              << colour(reqs[k].outcome) << "  # " << t.lanes[i].name << ' ' << outcome_name(reqs[k].outcome) << '\n';
       }
     }
@@ -97,7 +153,7 @@ void render_timeline(const Timeline& t, const std::string& svg_path) {
       for (std::size_t k = 0; k < events.size(); ++k) {
         data << events[k].at_ms << ' ' << base << ' ' << kLaneHeight + 0.05 << "  # " << t.lanes[i].name << '\n';
         labels << events[k].at_ms << ' ' << base + kLaneHeight - 0.02 - 0.16 * double(k % 3) << ' '
-               << quoted(events[k].label) << '\n';
+               << quoted(events[k].label) << "  # " << t.lanes[i].name << '\n';
       }
     }
     data << "\n\n" << labels.str();

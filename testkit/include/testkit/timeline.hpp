@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "testkit/process.hpp"
+
 namespace testkit {
 
 // How a request ended, as the client (and the ledger) saw it. Colours are
@@ -44,6 +46,23 @@ struct Timeline {
   std::string x_label = "ms after SIGTERM";
   std::vector<TimelineLane> lanes;  // drawn top to bottom
 };
+
+// Milliseconds from `zero` to `t` (negative before it).
+double ms_since(Clock::time_point zero, Clock::time_point t);
+
+// Events taken from what a program already prints: the first stdout line
+// containing `needle` (after any earlier match of the same pattern) becomes an
+// event called `label`, at the moment the test kit read the line.
+struct LinePattern {
+  std::string needle, label;
+  bool every = false;  // every matching line, not only the first
+};
+std::vector<TimelineEvent> events_from_output(const Process& process, Clock::time_point zero,
+                                              const std::vector<LinePattern>& patterns);
+
+// The generators' command line: `timelines --out-dir DIR` (required; the
+// directory is created). Exits 2 with one line on anything else.
+std::string timeline_out_dir(int argc, char** argv);
 
 // Writes <svg_path without .svg>.dat and .gp beside the SVG and runs gnuplot
 // on them. Throws std::runtime_error if gnuplot is missing or fails.
