@@ -225,7 +225,10 @@ class Sim {
   bool probe_ready(const std::string& ip);
   void set_endpoint(const std::string& ip, bool ready, bool serving, bool terminating, const std::string& what);
   void http_client(const std::string& host, int port, const std::string& prefix);
-  void record(const std::string& id, const std::string& why);
+  void record(const std::string& id, const std::string& why, std::optional<Clock::time_point> sent = std::nullopt);
+  double since_start_s(Clock::time_point t) const {
+    return std::chrono::duration<double>(t - start_).count() * 1000.0 / o_.ms_per_s;
+  }
 
   SimOptions o_;
   Netns& ns_;
@@ -288,8 +291,10 @@ void Sim::set_endpoint(const std::string& ip, bool ready, bool serving, bool ter
   result_.timeline.push_back(buf + what);
 }
 
-void Sim::record(const std::string& id, const std::string& why) {
+void Sim::record(const std::string& id, const std::string& why, std::optional<Clock::time_point> sent) {
+  const auto done = Clock::now();
   std::lock_guard lock(mu_);
+  if (sent) result_.requests.push_back({since_start_s(*sent), since_start_s(done), id, why});
   ++result_.sent;
   if (why.empty()) {
     ++result_.ok;
@@ -311,6 +316,7 @@ void Sim::http_client(const std::string& host, int port, const std::string& pref
   cli.set_read_timeout(real(10'000));
   for (int n = 0; !stop_load_; ++n) {
     const std::string id = prefix + std::to_string(n);
+    const auto sent = Clock::now();
     auto res = cli.Post(("/incr?id=" + id).c_str(), "", "text/plain");
     std::string why;
     if (!res) {
@@ -318,7 +324,7 @@ void Sim::http_client(const std::string& host, int port, const std::string& pref
     } else if (res->status != 200 || res->body.find("id=" + id) == std::string::npos) {
       why = "HTTP " + std::to_string(res->status);
     }
-    record(id, why);
+    record(id, why, sent);
     std::this_thread::sleep_for(milliseconds(20));
   }
 }

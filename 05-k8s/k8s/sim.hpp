@@ -65,6 +65,14 @@ struct SimResult {
   double old_stop_s = 0;      // deletion -> exit, in manifest seconds
   double window_s = 0;        // the load ran until this long after deletion
   std::vector<std::string> timeline;  // "t= 13.6s old pod deleted", ...
+  // The trace, for timelines: every request of the long-lived HTTP clients
+  // (gRPC callers report outcomes only), in manifest seconds since the start
+  // like the timeline above; error "" means acknowledged.
+  struct Request {
+    double start_s = 0, end_s = 0;
+    std::string id, error;
+  };
+  std::vector<Request> requests;
 };
 
 // The failures by kind, always the same six counts in the same order

@@ -1,6 +1,8 @@
 #include "testkit/timeline.hpp"
 
 #include <algorithm>
+#include <iterator>
+#include <utility>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -32,6 +34,29 @@ std::string quoted(const std::string& s) {
   for (char c : s) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
   return q + "\"";
 }
+
+// The x range: every bar and marker, with room on the right for the labels
+// of the last events.
+std::pair<double, double> x_range(const Timeline& t) {
+  double lo = 0, hi = 0;
+  bool any = false;
+  auto take = [&](double a, double b) {
+    lo = any ? std::min(lo, a) : a;
+    hi = any ? std::max(hi, b) : b;
+    any = true;
+  };
+  for (const auto& lane : t.lanes) {
+    for (const auto& r : lane.requests) take(r.start_ms, r.end_ms);
+    for (const auto& e : lane.events) take(e.at_ms, e.at_ms);
+  }
+  const double span = std::max(hi - lo, 1.0);
+  return {lo - 0.02 * span, hi + 0.18 * span};
+}
+
+// Bars use the lower part of a lane, event labels the rows above them.
+constexpr double kBarsFrom = 0.04, kBarsTo = 0.44;
+constexpr double kLabelRows[] = {0.93, 0.81, 0.69, 0.57};
+constexpr double kPlotWidthPx = 780, kLabelCharPx = 6.6;  // at 1000 px wide, sans 11
 
 }  // namespace
 
@@ -80,40 +105,25 @@ std::string timeline_out_dir(int argc, char** argv) {
 
 std::string timeline_script(const Timeline& t, const std::string& data_path, const std::string& svg_path) {
   const std::size_t lanes = std::max<std::size_t>(t.lanes.size(), 1);
-  const int height = 150 + static_cast<int>(lanes) * 150;
+  const int height = 150 + static_cast<int>(lanes) * 170;
   std::ostringstream gp;
-  gp << "set terminal svg size 1000," << height << " dynamic font 'sans,13' background rgb 'white'\n"
+  gp << "set terminal svg size 1000," << height << " dynamic noenhanced font 'sans,13' background rgb 'white'\n"
      << "set output " << quoted(svg_path) << "\n"
      << "set title " << quoted(t.title) << "\n"
      << "set xlabel " << quoted(t.x_label) << "\n"
      << "set border 3\nset xtics nomirror\nset ytics nomirror scale 0\nset grid xtics lc rgb '#dddddd'\n"
      << "set yrange [-0.2:" << lane_base(0, lanes) + kLaneHeight + 0.35 << "]\n"
+     << "set style textbox opaque noborder margins 1,1\n"
      << "set bmargin 7\nset key at screen 0.5,0.02 center bottom horizontal maxrows 1 width 1\n"
      << "set ytics (";
   for (std::size_t i = 0; i < t.lanes.size(); ++i)
     gp << (i ? ", " : "") << quoted(t.lanes[i].name) << " " << lane_base(i, lanes) + kLaneHeight / 2;
   gp << ")\n";
-  // The x range: every bar and marker, with room on the right for the labels
-  // of the last events.
-  double lo = 0, hi = 0;
-  bool any = false;
-  for (const auto& lane : t.lanes) {
-    for (const auto& r : lane.requests) {
-      lo = any ? std::min(lo, r.start_ms) : r.start_ms;
-      hi = any ? std::max(hi, r.end_ms) : r.end_ms;
-      any = true;
-    }
-    for (const auto& e : lane.events) {
-      lo = any ? std::min(lo, e.at_ms) : e.at_ms;
-      hi = any ? std::max(hi, e.at_ms) : e.at_ms;
-      any = true;
-    }
-  }
-  const double span = std::max(hi - lo, 1.0);
-  gp << "set xrange [" << lo - 0.02 * span << ":" << hi + 0.16 * span << "]\n";
+  const auto [lo, hi] = x_range(t);
+  gp << "set xrange [" << lo << ":" << hi << "]\n";
   gp << "plot " << quoted(data_path) << " index 0 using 1:2:3:(0):4 with vectors nohead lw 3 lc rgb variable notitle, \\\n"
      << "  " << quoted(data_path) << " index 1 using 1:2:(0):3 with vectors nohead dt 2 lw 1.5 lc rgb '#222222' notitle, \\\n"
-     << "  " << quoted(data_path) << " index 2 using 1:2:3 with labels left offset 0.3,0 font 'sans,11' tc rgb '#222222' notitle";
+     << "  " << quoted(data_path) << " index 2 using 1:2:3 with labels boxed left offset 0.3,0 font 'sans,11' tc rgb '#222222' notitle";
   for (Outcome o : {Outcome::answered, Outcome::rejected, Outcome::refused, Outcome::failed, Outcome::lost})
     gp << ", \\\n  NaN with lines lw 8 lc rgb '#" << std::string(colour(o)).substr(2) << "' title " << quoted(outcome_name(o));
   gp << "\n";
@@ -129,16 +139,15 @@ void render_timeline(const Timeline& t, const std::string& svg_path) {
     std::ofstream data(data_path);
     // index 0: one bar per request (x, y, length, colour), stacked in start
     // order; an instant request still shows as a short bar
-    double lo = 0, hi = 0;
-    for (const auto& lane : t.lanes)
-      for (const auto& r : lane.requests) lo = std::min(lo, r.start_ms), hi = std::max(hi, r.end_ms);
-    const double min_bar = std::max((hi - lo) * 0.006, 1.0);
+    const auto [lo, hi] = x_range(t);
+    const double ms_per_px = (hi - lo) / kPlotWidthPx;
+    const double min_bar = std::max(4 * ms_per_px, 1.0);
     for (std::size_t i = 0; i < t.lanes.size(); ++i) {
       auto reqs = t.lanes[i].requests;
       std::sort(reqs.begin(), reqs.end(), [](auto& a, auto& b) { return a.start_ms < b.start_ms; });
       const double base = lane_base(i, lanes);
       for (std::size_t k = 0; k < reqs.size(); ++k) {
-        const double y = base + 0.08 + 0.62 * (reqs.size() > 1 ? double(k) / double(reqs.size() - 1) : 0.5);
+        const double y = base + kBarsFrom + (kBarsTo - kBarsFrom) * (reqs.size() > 1 ? double(k) / double(reqs.size() - 1) : 0.5);
         data << reqs[k].start_ms << ' ' << y << ' ' << std::max(reqs[k].end_ms - reqs[k].start_ms, min_bar) << ' '
              << colour(reqs[k].outcome) << "  # " << t.lanes[i].name << ' ' << outcome_name(reqs[k].outcome) << '\n';
       }
@@ -150,10 +159,18 @@ void render_timeline(const Timeline& t, const std::string& svg_path) {
       const double base = lane_base(i, lanes);
       auto events = t.lanes[i].events;
       std::sort(events.begin(), events.end(), [](auto& a, auto& b) { return a.at_ms < b.at_ms; });
-      for (std::size_t k = 0; k < events.size(); ++k) {
-        data << events[k].at_ms << ' ' << base << ' ' << kLaneHeight + 0.05 << "  # " << t.lanes[i].name << '\n';
-        labels << events[k].at_ms << ' ' << base + kLaneHeight - 0.02 - 0.16 * double(k % 3) << ' '
-               << quoted(events[k].label) << "  # " << t.lanes[i].name << '\n';
+      // Each label goes to the first row where it does not run into the
+      // previous label (estimated width), or the row that frees up first.
+      double row_end[std::size(kLabelRows)];
+      std::fill(std::begin(row_end), std::end(row_end), lo - (hi - lo));
+      for (const auto& e : events) {
+        data << e.at_ms << ' ' << base << ' ' << kLaneHeight + 0.05 << "  # " << t.lanes[i].name << '\n';
+        std::size_t row = 0;
+        while (row < std::size(kLabelRows) && row_end[row] > e.at_ms) ++row;
+        if (row == std::size(kLabelRows)) row = std::min_element(std::begin(row_end), std::end(row_end)) - std::begin(row_end);
+        row_end[row] = e.at_ms + (static_cast<double>(e.label.size()) * kLabelCharPx + 12) * ms_per_px;
+        labels << e.at_ms << ' ' << base + kLabelRows[row] << ' ' << quoted(e.label) << "  # " << t.lanes[i].name
+               << '\n';
       }
     }
     data << "\n\n" << labels.str();
