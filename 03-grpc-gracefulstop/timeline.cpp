@@ -75,7 +75,9 @@ TimelineLane open_stream(const Stage& s) {
   const auto zero = server.process().send_signal(SIGTERM);
   TimelineLane lane{s.name, {}, {{0, "SIGTERM"}}};
   std::thread watcher([&] { stream.wait_finished(20s); });
-  add_exit(lane, server.process(), zero, 3000ms);
+  // A stage with a budget exits within it (plus gRPC's teardown); one
+  // without waits for the stream forever and is SIGKILLed at 3 s.
+  add_exit(lane, server.process(), zero, s.budget ? *s.budget + scaled(2000ms) : milliseconds(3000));
   watcher.join();
   const auto stream_end = Clock::now();
   for (auto& c : clients) c.join();

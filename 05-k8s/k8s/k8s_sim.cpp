@@ -6,6 +6,8 @@
 // namespace (exit 1); a second signal exits at once.
 //
 //   k8s-sim --variant 05-k8s/manifests/030-drain [--deployment grpc]
+//   --trace adds one line per HTTP request (start, end in manifest seconds,
+//   id, outcome): the trace 05-k8s/timeline.cpp draws.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -28,7 +30,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   support::Flags flags(argc, argv,
                        "usage: k8s-sim --variant DIR [--deployment http|grpc] [--ms-per-s N] [--lag-ms N]\n"
-                       "               [--clients N] [--servers DIR] [--grpc-servers DIR] [--haproxy PATH] [--verbose]");
+                       "               [--clients N] [--servers DIR] [--grpc-servers DIR] [--haproxy PATH] [--verbose]\n"
+                       "               [--trace]");
   k8s::SimOptions o;
   o.variant_dir = flags.text("--variant", "05-k8s/manifests/030-drain", 4000);
   o.deployment = flags.text("--deployment", "http", 253);
@@ -40,6 +43,7 @@ int main(int argc, char** argv) {
   o.programs.caller = K8S_CALLER;
   o.programs.haproxy = flags.text("--haproxy", K8S_HAPROXY, 4000);
   const bool verbose = flags.present("--verbose");  // every failed and lost id, on stderr
+  const bool trace = flags.present("--trace");      // every HTTP request with its times, for timelines
   flags.done();
   if (const auto why = k8s::netns_unavailable(); !why.empty()) {
     std::fprintf(stderr, "error: %s\n", why.c_str());
@@ -75,6 +79,10 @@ int main(int argc, char** argv) {
                 r.lost.size());
     if (verbose)
       for (const auto& id : r.lost) std::fprintf(stderr, "lost: id=%s\n", id.c_str());
+    if (trace)
+      for (const auto& q : r.requests)
+        std::printf("trace: t=%.2fs..%.2fs id=%s %s\n", q.start_s, q.end_s, q.id.c_str(),
+                    !q.error.empty() ? q.error.c_str() : r.lost.count(q.id) ? "lost" : "ok");
     std::printf("old pod: %s after %.1f s\n", r.old_exit.c_str(), r.old_stop_s);
     // gRPC C++ 1.51 may cancel a call that reaches the server in the instant
     // its Shutdown() starts (CANCELLED): counted, shown, not a reset.
