@@ -49,7 +49,12 @@ int main(int argc, char** argv) {
     std::printf("FAIL %s: missing or not an SVG\n", svg_path.c_str());
     return 1;
   }
-  const std::string dat = read(svg_path.substr(0, svg_path.size() - 4) + ".dat");
+  const std::string dat_path = svg_path.substr(0, svg_path.size() - 4) + ".dat";
+  const std::string dat = read(dat_path);
+  if (dat.empty()) {  // without it every count would read as zero
+    std::printf("FAIL %s: no data file %s beside it\n", svg_path.c_str(), dat_path.c_str());
+    return 1;
+  }
   // Data blocks are separated by two blank lines: bars, markers, labels.
   std::map<std::pair<std::string, std::string>, int> bars;  // (lane, outcome name) -> count
   std::vector<std::pair<std::string, std::string>> labels;  // (lane, label)
