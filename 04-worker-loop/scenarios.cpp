@@ -1,4 +1,5 @@
 #include "scenarios.hpp"
+#include "testkit/stage.hpp"
 
 #include <algorithm>
 #include <random>
@@ -37,7 +38,7 @@ const Stage& stage(std::string_view name) {
   throw std::invalid_argument("no stage " + std::string(name));
 }
 
-std::string binary(const Stage& s) { return std::string(CHAPTER_BIN_DIR) + "/" + s.name; }
+std::string binary(const Stage& s) { return testkit::stage_binary(CHAPTER_BIN_DIR, s.name); }
 
 std::vector<std::string> command_line(const Stage& s, const RedisServer& redis, const Settings& cfg) {
   std::vector<std::string> argv = {binary(s),    "--redis",   redis.address(), "--queue",

@@ -1,4 +1,5 @@
 #include "scenarios.hpp"
+#include "testkit/stage.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -27,7 +28,7 @@ const std::vector<std::string> kRecordStages = {"010-naive-exit",           "020
 const std::vector<std::string> kSignalThreadStages = {"030-signal-thread", "033-interruptible-flusher",
                                                       "036-ignore-sighup", "040-second-signal"};
 
-std::string stage(const std::string& name) { return std::string(CHAPTER_BIN_DIR) + "/" + name; }
+std::string stage(const std::string& name) { return testkit::stage_binary(CHAPTER_BIN_DIR, name); }
 
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "ch01-XXXXXX").string();

@@ -1,4 +1,5 @@
 #include "scenarios.hpp"
+#include "testkit/stage.hpp"
 
 #include <dirent.h>
 #include <httplib.h>
@@ -21,7 +22,7 @@ using testkit::scaled;
 const std::vector<std::string> kStages = {"010-naive-exit", "020-stop-on-signal", "030-track-background-work",
                                           "040-shutdown-deadline", "050-drain-first"};
 
-std::string stage(const std::string& name) { return std::string(CHAPTER_BIN_DIR) + "/" + name; }
+std::string stage(const std::string& name) { return testkit::stage_binary(CHAPTER_BIN_DIR, name); }
 bool has_deadline(const std::string& name) { return name >= "040"; }
 bool drains_first(const std::string& name) { return name >= "050"; }
 

@@ -11,13 +11,14 @@
 #include <thread>
 
 #include "scenarios.hpp"
+#include "testkit/stage.hpp"
 
 using namespace grpcstop;
 using std::chrono::milliseconds;
 
 namespace {
 
-std::string bin(const Stage& s) { return std::string(CHAPTER_BIN_DIR) + "/" + s.name; }
+std::string bin(const Stage& s) { return testkit::stage_binary(CHAPTER_BIN_DIR, s.name); }
 
 StopReport under_load(const std::string& prefix) {
   testkit::RedisServer redis;
