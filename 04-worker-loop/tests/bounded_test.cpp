@@ -146,11 +146,13 @@ TEST_CASE("080 claim-key: a job abandoned at the budget stays in the processing 
   CHECK(waiting_payloads(c, cfg.queue) == std::vector<std::string>{payload("long", 10)});
 }
 
-TEST_CASE("090 hand-back: a job abandoned at the budget is handed back to the queue and another worker finishes it at once") {
+namespace {
+
+void check_hand_back(const char* name) {
   testkit::RedisServer redis;
   auto cfg = long_job_settings();
   cfg.lease = milliseconds(60000);  // a leftover in processing would wait this long
-  const auto& s = stage("090-hand-back");
+  const auto& s = stage(name);
   auto r = stop_during_long_job(redis, s, cfg, 10, milliseconds(1000));
   INFO(r.transcript);
   REQUIRE(r.status);
@@ -170,6 +172,16 @@ TEST_CASE("090 hand-back: a job abandoned at the budget is handed back to the qu
   CHECK(job_state(c, cfg.queue, "long").attempts == 2);
   again->send_signal(SIGTERM);
   CHECK(again->expect_exit(milliseconds(5000)).ok());
+}
+
+}  // namespace
+
+TEST_CASE("090 hand-back: a job abandoned at the budget is handed back to the queue and another worker finishes it at once") {
+  check_hand_back("090-hand-back");
+}
+
+TEST_CASE("105 expire-keys: a job abandoned at the budget is handed back to the queue and another worker finishes it at once") {
+  check_hand_back("105-expire-keys");
 }
 
 TEST_CASE("090 hand-back: a second SIGTERM forces exit 1 at once") {

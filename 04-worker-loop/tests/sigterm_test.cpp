@@ -150,3 +150,13 @@ TEST_CASE("100 unblock-idle: every job running at SIGTERM is finished and the qu
   CHECK(r.running.size() == 2);
   require_finished_and_nothing_taken(r);
 }
+
+TEST_CASE("105 expire-keys: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("105-expire-keys"));
+}
+
+TEST_CASE("105 expire-keys: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("105-expire-keys");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
