@@ -18,6 +18,7 @@ const std::vector<Stage>& stages() {
   static const std::vector<Stage> all = {
       {"010-naive-loop", false, false, false, false, false},
       {"020-flag-around-sleep", true, false, false, false, false},
+      {"025-stop-token", true, false, false, false, false},
       {"030-interruptible-wait", true, true, false, false, false},
       {"040-reliable-queue", true, true, true, false, false},
       {"050-worker-pool", true, true, true, true, false},

@@ -16,12 +16,10 @@ Settings long_job_settings() {
   return cfg;
 }
 
-}  // namespace
-
-TEST_CASE("020 flag-around-sleep: a job longer than any budget holds the shutdown for as long as it runs") {
+void check_unbounded(const char* name) {
   testkit::RedisServer redis;
   auto cfg = long_job_settings();
-  auto r = stop_during_long_job(redis, stage("020-flag-around-sleep"), cfg, 10, milliseconds(1000));
+  auto r = stop_during_long_job(redis, stage(name), cfg, 10, milliseconds(1000));
   INFO(r.transcript);
   // Either still running after budget + margin, or (slow sanitizer runs)
   // exited only after the whole job: not bounded either way.
@@ -29,12 +27,28 @@ TEST_CASE("020 flag-around-sleep: a job longer than any budget holds the shutdow
   CHECK_FALSE(r.reported);
 }
 
-TEST_CASE("020 flag-around-sleep: a second SIGTERM does not force an exit") {
+void check_second_signal_ignored(const char* name) {
   testkit::RedisServer redis;
-  auto r = second_signal(redis, stage("020-flag-around-sleep"), long_job_settings(), milliseconds(1000));
+  auto r = second_signal(redis, stage(name), long_job_settings(), milliseconds(1000));
   INFO(r.transcript);
   CHECK_FALSE(r.status);
 }
+
+}  // namespace
+
+TEST_CASE("020 flag-around-sleep: a job longer than any budget holds the shutdown for as long as it runs") {
+  check_unbounded("020-flag-around-sleep");
+}
+
+TEST_CASE("020 flag-around-sleep: a second SIGTERM does not force an exit") {
+  check_second_signal_ignored("020-flag-around-sleep");
+}
+
+TEST_CASE("025 stop-token: a job longer than any budget holds the shutdown for as long as it runs") {
+  check_unbounded("025-stop-token");
+}
+
+TEST_CASE("025 stop-token: a second SIGTERM does not force an exit") { check_second_signal_ignored("025-stop-token"); }
 
 TEST_CASE("030 interruptible-wait: a job outlasting --budget-ms is abandoned at the budget, named, exit 1, and lost") {
   testkit::RedisServer redis;

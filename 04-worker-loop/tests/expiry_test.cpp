@@ -74,6 +74,9 @@ TEST_CASE("010 naive-loop: the done set, the attempts hash and each job's steps 
 TEST_CASE("020 flag-around-sleep: the done set, the attempts hash and each job's steps hash never expire") {
   check_never_expire("020-flag-around-sleep");
 }
+TEST_CASE("025 stop-token: the done set, the attempts hash and each job's steps hash never expire") {
+  check_never_expire("025-stop-token");
+}
 TEST_CASE("030 interruptible-wait: the done set, the attempts hash and each job's steps hash never expire") {
   check_never_expire("030-interruptible-wait");
 }

@@ -81,6 +81,7 @@ TEST_CASE("010 naive-loop: each bad flag is exit 2 with one line naming it") { c
 TEST_CASE("020 flag-around-sleep: each bad flag is exit 2 with one line naming it") {
   check_bad_flags("020-flag-around-sleep");
 }
+TEST_CASE("025 stop-token: each bad flag is exit 2 with one line naming it") { check_bad_flags("025-stop-token"); }
 TEST_CASE("030 interruptible-wait: each bad flag is exit 2 with one line naming it") {
   check_bad_flags("030-interruptible-wait");
 }

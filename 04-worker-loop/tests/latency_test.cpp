@@ -57,6 +57,28 @@ TEST_CASE("020 flag-around-sleep: a SIGTERM mid-job waits for the rest of the jo
   CHECK(r.latency_ms >= at_least(milliseconds(1500 + 750), milliseconds(250)));  // 3 steps left, then the interval
 }
 
+TEST_CASE("025 stop-token: a SIGTERM during the wait stops the worker at once, not after the interval") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.interval = milliseconds(10000);
+  auto r = stop_while_idle(redis, stage("025-stop-token"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
+}
+
+TEST_CASE("025 stop-token: a SIGTERM mid-job stops after the rest of the job, without the interval") {
+  testkit::RedisServer redis;
+  Settings cfg;
+  cfg.interval = milliseconds(10000);
+  cfg.step = milliseconds(250);
+  auto r = stop_mid_job(redis, stage("025-stop-token"), cfg);
+  INFO(r.transcript);
+  REQUIRE(r.exited_ok());
+  CHECK(r.latency_ms >= at_least(milliseconds(750), milliseconds(250)));  // about 3 steps of 250 ms were left
+  CHECK(r.latency_ms < 750 + scaled(milliseconds(1500)).count());
+}
+
 TEST_CASE("030 interruptible-wait: a SIGTERM during the wait stops the worker at once, not after the interval") {
   testkit::RedisServer redis;
   Settings cfg;

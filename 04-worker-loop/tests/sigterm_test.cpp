@@ -61,6 +61,14 @@ TEST_CASE("020 flag-around-sleep: the job running at SIGTERM is finished and the
   require_finished_and_nothing_taken(mid_job("020-flag-around-sleep"));
 }
 
+TEST_CASE("025 stop-token: SIGTERM mid-job ends the worker with exit 0") {
+  require_clean_exit(mid_job("025-stop-token"));
+}
+
+TEST_CASE("025 stop-token: the job running at SIGTERM is finished and the queued ones stay queued") {
+  require_finished_and_nothing_taken(mid_job("025-stop-token"));
+}
+
 TEST_CASE("030 interruptible-wait: SIGTERM mid-job ends the worker with exit 0") {
   require_clean_exit(mid_job("030-interruptible-wait"));
 }
