@@ -19,6 +19,7 @@ const std::vector<Stage>& stages() {
   static const std::vector<Stage> all = {
       {"010-naive-loop", false, false, false, false, false},
       {"020-flag-around-sleep", true, false, false, false, false},
+      {"025-stop-token", true, false, false, false, false},
       {"030-interruptible-wait", true, true, false, false, false},
       {"040-reliable-queue", true, true, true, false, false},
       {"050-worker-pool", true, true, true, true, false},
@@ -27,6 +28,7 @@ const std::vector<Stage>& stages() {
       {"080-claim-key", true, true, true, true, true, true},
       {"090-hand-back", true, true, true, true, true, true},
       {"100-unblock-idle", true, true, true, true, true, true},
+      {"105-expire-keys", true, true, true, true, true, true, false, true},
       {"110-streams", true, true, true, true, false, true, true},
   };
   return all;
@@ -100,12 +102,43 @@ std::vector<std::string> waiting_payloads(testkit::RedisClient& redis, const std
 JobState job_state(testkit::RedisClient& redis, const std::string& queue, const std::string& id) {
   JobState st;
   st.steps_written = redis.integer({"HLEN", queue + ":steps:" + id});
+  // Up to 100 a hash and a set for the whole queue; from 105 one key per job.
   std::string attempts = redis.command({"HGET", queue + ":attempts", id});
+  if (attempts == "(nil)") attempts = redis.command({"GET", queue + ":attempts:" + id});
   st.attempts = attempts == "(nil)" ? 0 : std::stoll(attempts);
-  st.done = redis.integer({"SISMEMBER", queue + ":done", id}) == 1;
+  st.done = redis.integer({"SISMEMBER", queue + ":done", id}) == 1 ||
+            redis.integer({"EXISTS", queue + ":done:" + id}) == 1;
   for (auto& p : waiting_payloads(redis, queue))
     if (p.rfind("id=" + id + " ", 0) == 0) st.waiting = true;
   return st;
+}
+
+std::set<std::string> done_ids(testkit::RedisClient& redis, const std::string& queue,
+                               const std::vector<std::string>& ids) {
+  std::set<std::string> done = redis.smembers(queue + ":done");
+  for (std::size_t i = 0; i < ids.size(); i += 500) {  // from 105: one key per job
+    std::vector<std::string> mget = {"MGET"};
+    for (std::size_t j = i; j < std::min(ids.size(), i + 500); ++j) mget.push_back(queue + ":done:" + ids[j]);
+    auto got = redis.array(mget);
+    for (std::size_t j = 0; j < got.size(); ++j)
+      if (got[j] != "(nil)") done.insert(ids[i + j]);
+  }
+  return done;
+}
+
+std::map<std::string, long long> attempt_counts(testkit::RedisClient& redis, const std::string& queue,
+                                                const std::vector<std::string>& ids) {
+  std::map<std::string, long long> runs;
+  auto flat = redis.array({"HGETALL", queue + ":attempts"});
+  for (std::size_t i = 0; i + 1 < flat.size(); i += 2) runs[flat[i]] = std::stoll(flat[i + 1]);
+  for (std::size_t i = 0; i < ids.size(); i += 500) {
+    std::vector<std::string> mget = {"MGET"};
+    for (std::size_t j = i; j < std::min(ids.size(), i + 500); ++j) mget.push_back(queue + ":attempts:" + ids[j]);
+    auto got = redis.array(mget);
+    for (std::size_t j = 0; j < got.size(); ++j)
+      if (got[j] != "(nil)") runs[ids[i + j]] = std::stoll(got[j]);
+  }
+  return runs;
 }
 
 std::string JobState::str(int steps) const {
@@ -247,7 +280,7 @@ KillRestart kill_and_restart(RedisServer& redis, const Stage& s, Settings cfg) {
     // done (bounded), rather than for a time.
     auto deadline = testkit::Clock::now() + testkit::scaled(milliseconds(30000));
     auto produced = static_cast<long long>(r.produced.size());
-    while (s.streams && idle && c.integer({"SCARD", cfg.queue + ":done"}) < produced &&
+    while (s.streams && idle && static_cast<long long>(done_ids(c, cfg.queue, r.produced).size()) < produced &&
            testkit::Clock::now() < deadline)
       std::this_thread::sleep_for(milliseconds(20));
     p->kill();
@@ -342,7 +375,7 @@ Chaos chaos(RedisServer& redis, const Stage& s, unsigned seed, int jobs, int kil
   };
   auto deadline = t0 + testkit::scaled(milliseconds(60000));
   while (testkit::Clock::now() < deadline) {
-    long long done = c.integer({"SCARD", cfg.queue + ":done"});
+    auto done = static_cast<long long>(done_ids(c, cfg.queue, ids).size());
     long long dead = c.integer({"LLEN", cfg.queue + ":dead"});
     if (done + dead >= jobs) break;
     if (!s.lease && !s.streams && waiting_payloads(c, cfg.queue).size() == dead_lists().size() &&
@@ -356,19 +389,15 @@ Chaos chaos(RedisServer& redis, const Stage& s, unsigned seed, int jobs, int kil
     p->wait_exit(milliseconds(10000));
   }
   auto held = dead_lists();
-  auto done = c.smembers(cfg.queue + ":done");
-  std::map<std::string, std::string> attempts;
-  {
-    auto flat = c.array({"HGETALL", cfg.queue + ":attempts"});
-    for (std::size_t i = 0; i + 1 < flat.size(); i += 2) attempts[flat[i]] = flat[i + 1];
-  }
+  auto done = done_ids(c, cfg.queue, ids);
+  auto attempts = attempt_counts(c, cfg.queue, ids);
   for (auto& id : ids) {
     if (!done.count(id)) {
       r.lost.push_back(id);
       for (auto& p : held)
         if (p == payload(id, 2)) r.stranded.push_back(id);
     }
-    long long runs = attempts.count(id) ? std::stoll(attempts[id]) : 0;
+    long long runs = attempts.count(id) ? attempts[id] : 0;
     if (runs > 1) r.duplicates += runs - 1;
     if (runs > r.max_attempts) r.over_cap.push_back(id);
   }

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,7 @@ struct Stage {
   bool lease;        // --lease-ms: a name is a lease, expired ones are reaped (060 on)
   bool cap = false;  // --max-attempts: a job that never finishes is dead-lettered (070 on)
   bool streams = false;  // a stream and a consumer group; --min-idle-ms instead of --lease-ms (110)
+  bool expiring = false;  // --retain-ms: every per-job key expires (105)
 };
 const std::vector<Stage>& stages();
 const Stage& stage(std::string_view name);
@@ -75,6 +77,13 @@ struct JobState {
   std::string str(int steps) const;  // "done", "half done (1/4 steps), gone from the queue", ...
 };
 JobState job_state(testkit::RedisClient& redis, const std::string& queue, const std::string& id);
+// The ids of `ids` that are done, and the runs started per id, read from
+// either ledger: the queue's done set and attempts hash (up to 100, 110) or
+// one key per job (105).
+std::set<std::string> done_ids(testkit::RedisClient& redis, const std::string& queue,
+                               const std::vector<std::string>& ids);
+std::map<std::string, long long> attempt_counts(testkit::RedisClient& redis, const std::string& queue,
+                                                const std::vector<std::string>& ids);
 // Every payload in the queue and in every processing list of the queue (for
 // a stream: every entry not yet acknowledged, since an ack deletes it).
 std::vector<std::string> waiting_payloads(testkit::RedisClient& redis, const std::string& queue);

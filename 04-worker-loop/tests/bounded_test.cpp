@@ -16,12 +16,10 @@ Settings long_job_settings() {
   return cfg;
 }
 
-}  // namespace
-
-TEST_CASE("020 flag-around-sleep: a job longer than any budget holds the shutdown for as long as it runs") {
+void check_unbounded(const char* name) {
   testkit::RedisServer redis;
   auto cfg = long_job_settings();
-  auto r = stop_during_long_job(redis, stage("020-flag-around-sleep"), cfg, 10, milliseconds(1000));
+  auto r = stop_during_long_job(redis, stage(name), cfg, 10, milliseconds(1000));
   INFO(r.transcript);
   // Either still running after budget + margin, or (slow sanitizer runs)
   // exited only after the whole job: not bounded either way.
@@ -29,12 +27,28 @@ TEST_CASE("020 flag-around-sleep: a job longer than any budget holds the shutdow
   CHECK_FALSE(r.reported);
 }
 
-TEST_CASE("020 flag-around-sleep: a second SIGTERM does not force an exit") {
+void check_second_signal_ignored(const char* name) {
   testkit::RedisServer redis;
-  auto r = second_signal(redis, stage("020-flag-around-sleep"), long_job_settings(), milliseconds(1000));
+  auto r = second_signal(redis, stage(name), long_job_settings(), milliseconds(1000));
   INFO(r.transcript);
   CHECK_FALSE(r.status);
 }
+
+}  // namespace
+
+TEST_CASE("020 flag-around-sleep: a job longer than any budget holds the shutdown for as long as it runs") {
+  check_unbounded("020-flag-around-sleep");
+}
+
+TEST_CASE("020 flag-around-sleep: a second SIGTERM does not force an exit") {
+  check_second_signal_ignored("020-flag-around-sleep");
+}
+
+TEST_CASE("025 stop-token: a job longer than any budget holds the shutdown for as long as it runs") {
+  check_unbounded("025-stop-token");
+}
+
+TEST_CASE("025 stop-token: a second SIGTERM does not force an exit") { check_second_signal_ignored("025-stop-token"); }
 
 TEST_CASE("030 interruptible-wait: a job outlasting --budget-ms is abandoned at the budget, named, exit 1, and lost") {
   testkit::RedisServer redis;
@@ -146,11 +160,13 @@ TEST_CASE("080 claim-key: a job abandoned at the budget stays in the processing 
   CHECK(waiting_payloads(c, cfg.queue) == std::vector<std::string>{payload("long", 10)});
 }
 
-TEST_CASE("090 hand-back: a job abandoned at the budget is handed back to the queue and another worker finishes it at once") {
+namespace {
+
+void check_hand_back(const char* name) {
   testkit::RedisServer redis;
   auto cfg = long_job_settings();
   cfg.lease = milliseconds(60000);  // a leftover in processing would wait this long
-  const auto& s = stage("090-hand-back");
+  const auto& s = stage(name);
   auto r = stop_during_long_job(redis, s, cfg, 10, milliseconds(1000));
   INFO(r.transcript);
   REQUIRE(r.status);
@@ -170,6 +186,16 @@ TEST_CASE("090 hand-back: a job abandoned at the budget is handed back to the qu
   CHECK(job_state(c, cfg.queue, "long").attempts == 2);
   again->send_signal(SIGTERM);
   CHECK(again->expect_exit(milliseconds(5000)).ok());
+}
+
+}  // namespace
+
+TEST_CASE("090 hand-back: a job abandoned at the budget is handed back to the queue and another worker finishes it at once") {
+  check_hand_back("090-hand-back");
+}
+
+TEST_CASE("105 expire-keys: a job abandoned at the budget is handed back to the queue and another worker finishes it at once") {
+  check_hand_back("105-expire-keys");
 }
 
 TEST_CASE("090 hand-back: a second SIGTERM forces exit 1 at once") {

@@ -50,6 +50,16 @@ TEST_CASE("100 unblock-idle: under chaos every job is done, none stranded, none 
   CHECK(r.elapsed_ms < testkit::scaled(milliseconds(60000)).count());
 }
 
+TEST_CASE("105 expire-keys: under chaos every job is done, none stranded, none run more often than the cap, duplicates counted") {
+  auto r = run("105-expire-keys");
+  INFO(r.summary());
+  CHECK(r.lost.empty());
+  CHECK(r.stranded.empty());
+  CHECK(r.over_cap.empty());
+  CHECK(r.dead_lettered == 0);
+  CHECK(r.elapsed_ms < testkit::scaled(milliseconds(60000)).count());
+}
+
 TEST_CASE("110 streams: under chaos every job is done, none stranded, none run more often than the cap, duplicates counted") {
   auto r = run("110-streams");
   INFO(r.summary());

@@ -48,6 +48,11 @@ std::vector<BadFlag> bad_flags(const Stage& s) {
     cases.push_back({{"--min-idle-ms", "0"}, "--min-idle-ms"});
     cases.push_back({{"--lease-ms", "1000"}, "--lease-ms"});
   }
+  if (s.expiring) {
+    cases.push_back({{"--retain-ms", "0"}, "--retain-ms"});
+    cases.push_back({{"--retain-ms", "1d"}, "--retain-ms"});
+    cases.push_back({{"--retain-ms", "7000", "--lease-ms", "3000", "--budget-ms", "3000"}, "--retain-ms"});
+  }
   if (s.lease) {
     cases.push_back({{"--lease-ms", "0"}, "--lease-ms"});
     cases.push_back({{"--lease-ms", "x"}, "--lease-ms"});
@@ -76,6 +81,7 @@ TEST_CASE("010 naive-loop: each bad flag is exit 2 with one line naming it") { c
 TEST_CASE("020 flag-around-sleep: each bad flag is exit 2 with one line naming it") {
   check_bad_flags("020-flag-around-sleep");
 }
+TEST_CASE("025 stop-token: each bad flag is exit 2 with one line naming it") { check_bad_flags("025-stop-token"); }
 TEST_CASE("030 interruptible-wait: each bad flag is exit 2 with one line naming it") {
   check_bad_flags("030-interruptible-wait");
 }
@@ -88,4 +94,5 @@ TEST_CASE("070 attempt-cap: each bad flag is exit 2 with one line naming it") { 
 TEST_CASE("080 claim-key: each bad flag is exit 2 with one line naming it") { check_bad_flags("080-claim-key"); }
 TEST_CASE("090 hand-back: each bad flag is exit 2 with one line naming it") { check_bad_flags("090-hand-back"); }
 TEST_CASE("100 unblock-idle: each bad flag is exit 2 with one line naming it") { check_bad_flags("100-unblock-idle"); }
+TEST_CASE("105 expire-keys: each bad flag is exit 2 with one line naming it") { check_bad_flags("105-expire-keys"); }
 TEST_CASE("110 streams: each bad flag is exit 2 with one line naming it") { check_bad_flags("110-streams"); }

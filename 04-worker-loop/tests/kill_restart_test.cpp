@@ -33,6 +33,10 @@ TEST_CASE("020 flag-around-sleep: after SIGKILL mid-job and a restart, the inter
   require_killed_job_lost(run("020-flag-around-sleep"));
 }
 
+TEST_CASE("025 stop-token: after SIGKILL mid-job and a restart, the interrupted job is never done") {
+  require_killed_job_lost(run("025-stop-token"));
+}
+
 TEST_CASE("030 interruptible-wait: after SIGKILL mid-job and a restart, the interrupted job is never done") {
   require_killed_job_lost(run("030-interruptible-wait"));
 }

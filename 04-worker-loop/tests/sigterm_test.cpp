@@ -61,6 +61,14 @@ TEST_CASE("020 flag-around-sleep: the job running at SIGTERM is finished and the
   require_finished_and_nothing_taken(mid_job("020-flag-around-sleep"));
 }
 
+TEST_CASE("025 stop-token: SIGTERM mid-job ends the worker with exit 0") {
+  require_clean_exit(mid_job("025-stop-token"));
+}
+
+TEST_CASE("025 stop-token: the job running at SIGTERM is finished and the queued ones stay queued") {
+  require_finished_and_nothing_taken(mid_job("025-stop-token"));
+}
+
 TEST_CASE("030 interruptible-wait: SIGTERM mid-job ends the worker with exit 0") {
   require_clean_exit(mid_job("030-interruptible-wait"));
 }
@@ -147,6 +155,16 @@ TEST_CASE("100 unblock-idle: SIGTERM with every worker mid-job ends the pool wit
 
 TEST_CASE("100 unblock-idle: every job running at SIGTERM is finished and the queued ones stay queued") {
   auto r = mid_job("100-unblock-idle");
+  CHECK(r.running.size() == 2);
+  require_finished_and_nothing_taken(r);
+}
+
+TEST_CASE("105 expire-keys: SIGTERM with every worker mid-job ends the pool with exit 0") {
+  require_clean_exit(mid_job("105-expire-keys"));
+}
+
+TEST_CASE("105 expire-keys: every job running at SIGTERM is finished and the queued ones stay queued") {
+  auto r = mid_job("105-expire-keys");
   CHECK(r.running.size() == 2);
   require_finished_and_nothing_taken(r);
 }
