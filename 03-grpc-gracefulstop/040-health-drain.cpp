@@ -229,7 +229,10 @@ int main(int argc, char** argv) {
   stop_state.deadline = (started + shutdown_timeout).time_since_epoch().count();
   // docs:begin drain
   // Announce first, keep serving while the announcement spreads, then stop.
-  server->GetHealthCheckService()->SetServingStatus(false);
+  // Shutdown(), not SetServingStatus(false): every service turns NOT_SERVING
+  // and stays so (a later SetServingStatus(true) is ignored). Watch streams
+  // get the update and stay open: a client must end its own.
+  server->GetHealthCheckService()->Shutdown();
   std::printf("shutdown: health NOT_SERVING, draining for %lld ms\n", static_cast<long long>(drain.count()));
   std::this_thread::sleep_for(drain);
   std::printf("shutdown: drain over, Shutdown() by the deadline\n");

@@ -15,15 +15,18 @@
 //   Work/Ticks handler registers its ServerContext; gRPC calls
 //   GlobalCallbacks::PostSynchronousRequest after the reply of a synchronous
 //   call was handed to the transport, and that removes it. After the drain
-//   the application refuses new calls (UNAVAILABLE), waits until none of its
-//   own calls is left (or the deadline), and only then calls Shutdown(now):
-//   nothing of ours is cut, and idle connections are closed at once.
-// Still wrong: a call that arrives in the instant between "none left" and
-//   Shutdown(now) is refused; a health Check in flight at that instant is
-//   cancelled (its client sees CANCELLED or UNAVAILABLE, as from any server
-//   that goes away).
+//   the C core's shutdown starts: GOAWAY goes out at once, so every caller,
+//   even one pinned to this server with no health checking, moves its next
+//   calls to another server, while ours in flight go on. When none of ours is left, Shutdown(now) cancels "all calls":
+//   gRPC's C core broadcasts a disconnect to every connection (no call of
+//   ours is left to cut), and it returns at once.
+// Still wrong: a call whose HEADERS cross the GOAWAY on the wire (sent before
+//   the client read it, read by the server after Shutdown() began) is never
+//   handed to the application: gRPC 1.51 drops it and the client sees
+//   CANCELLED. A health Check in flight at the end is cancelled too.
 // Reproduces: seed 001's callers that keep one channel open for hours behind
 //   a Kubernetes Service: the stop must not depend on what they do.
+#include <grpc/grpc.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <pthread.h>
@@ -83,23 +86,19 @@ struct StopState {
 // health service is not counted: it never holds our work.)
 class CallTracker final : public grpc::Server::GlobalCallbacks {
  public:
-  // False once the server is closing: the handler must refuse the call.
-  bool enter(grpc::ServerContext* context) {
+  void enter(grpc::ServerContext* context) {
     std::lock_guard lock(mu_);
-    if (closing_) return false;
     active_.insert(context);
-    return true;
   }
   void PreSynchronousRequest(grpc::ServerContext*) override {}
   void PostSynchronousRequest(grpc::ServerContext* context) override {
     std::lock_guard lock(mu_);
     if (active_.erase(context) == 1 && active_.empty()) idle_.notify_all();
   }
-  // Refuses new calls from now on, then waits until every call was answered
-  // or the deadline passed. Returns how many are still running.
-  std::size_t close_and_wait(steady_clock::time_point deadline) {
+  // Waits until every call was answered or the deadline passed. Returns how
+  // many are still running.
+  std::size_t wait_idle(steady_clock::time_point deadline) {
     std::unique_lock lock(mu_);
-    closing_ = true;
     idle_.wait_until(lock, deadline, [this] { return active_.empty(); });
     return active_.size();
   }
@@ -108,7 +107,6 @@ class CallTracker final : public grpc::Server::GlobalCallbacks {
   std::mutex mu_;
   std::condition_variable idle_;
   std::set<grpc::ServerContext*> active_;
-  bool closing_ = false;
 };
 // docs:end tracker
 
@@ -134,7 +132,7 @@ class WorkerService final : public gs::work::v1::Worker::Service {
 
   // docs:begin work
   grpc::Status Work(grpc::ServerContext* context, const WorkRequest* request, WorkReply* reply) override {
-    if (!calls_.enter(context)) return closing();
+    calls_.enter(context);
     if (auto bad = invalid_id(request->id())) return *bad;
     if (request->work_ms() < 0 || request->work_ms() > 60'000)
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "work_ms must be within 0..60000");
@@ -157,7 +155,7 @@ class WorkerService final : public gs::work::v1::Worker::Service {
   // docs:begin ticks
   grpc::Status Ticks(grpc::ServerContext* context, const TicksRequest* request,
                      grpc::ServerWriter<Tick>* writer) override {
-    if (!calls_.enter(context)) return closing();
+    calls_.enter(context);
     if (auto bad = invalid_id(request->id())) return *bad;
     if (request->interval_ms() < 1 || request->interval_ms() > 10'000)
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "interval_ms must be within 1..10000");
@@ -174,10 +172,6 @@ class WorkerService final : public gs::work::v1::Worker::Service {
   // docs:end ticks
 
  private:
-  static grpc::Status closing() {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
-  }
-
   // A call cut off by the deadline is abandoned work: say which, on stderr.
   void report_cancelled(const std::string& what) {
     if (stop_.deadline_passed()) {
@@ -284,18 +278,34 @@ int main(int argc, char** argv) {
   stop_state.deadline = (started + shutdown_timeout).time_since_epoch().count();
   // docs:begin drain
   // Announce first, keep serving while the announcement spreads, then stop.
-  server->GetHealthCheckService()->SetServingStatus(false);
+  // Shutdown(), not SetServingStatus(false): every service turns NOT_SERVING
+  // and stays so (a later SetServingStatus(true) is ignored). Watch streams
+  // get the update and stay open: a client must end its own.
+  server->GetHealthCheckService()->Shutdown();
   std::printf("shutdown: health NOT_SERVING, draining for %lld ms\n", static_cast<long long>(drain.count()));
   std::this_thread::sleep_for(drain);
   // docs:end drain
   // docs:begin last-call
-  // Our calls finish (or reach the deadline); then nothing is left to wait
-  // for but idle connections, which Shutdown(now) closes at once.
-  std::printf("shutdown: drain over, new calls refused, waiting for ours in flight\n");
-  const std::size_t left = calls->close_and_wait(started + shutdown_timeout);
+  // GOAWAY now, through gRPC's C core, exactly as Shutdown() begins (it
+  // calls the same function, and a second call only adds a notification):
+  // the listener closes, every caller sends its next calls elsewhere, and
+  // ours in flight go on. Shutdown() itself would then also wait for every
+  // connection to close, idle ones included; here we wait only for ours.
+  grpc_completion_queue* shutdown_done = grpc_completion_queue_create_for_next(nullptr);
+  grpc_server_shutdown_and_notify(server->c_server(), shutdown_done, nullptr);
+  std::printf("shutdown: drain over, GOAWAY sent, waiting for our calls in flight\n");
+  const std::size_t left = calls->wait_idle(started + shutdown_timeout);
   std::printf("shutdown: %zu call(s) of ours left, Shutdown(now)\n", left);
-  // At the deadline gRPC cancels what is left; the handlers see IsCancelled().
+  // Shutdown(now) cancels "all calls": gRPC disconnects every connection,
+  // idle ones too. At the deadline that cuts off what is left of ours; the
+  // handlers see IsCancelled().
   server->Shutdown(std::chrono::system_clock::now());
+  // The C core's notification: taken and thrown away, then the queue goes.
+  grpc_completion_queue_shutdown(shutdown_done);
+  while (grpc_completion_queue_next(shutdown_done, gpr_inf_future(GPR_CLOCK_REALTIME), nullptr).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(shutdown_done);
   // docs:end last-call
   server->Wait();
   const auto took = std::chrono::duration_cast<milliseconds>(steady_clock::now() - started);

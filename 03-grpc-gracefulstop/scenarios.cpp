@@ -459,6 +459,9 @@ const std::vector<Stage>& stages() {
       {"050-last-call-closes",
        {"--shutdown-timeout-ms", std::to_string(budget040.count()), "--drain-ms", std::to_string(drain.count())},
        budget040},
+      {"060-connection-age",
+       {"--shutdown-timeout-ms", std::to_string(budget040.count()), "--drain-ms", std::to_string(drain.count())},
+       budget040},
   };
   return all;
 }

@@ -503,8 +503,12 @@ class HealthWatch {
     reader_ = stub_->Watch(&context_, request);
     thread_ = std::thread([this] {
       grpc::health::v1::HealthCheckResponse response;
-      while (reader_->Read(&response)) ++updates_;
+      while (reader_->Read(&response)) {
+        last_status_ = response.status();
+        ++updates_;
+      }
       reader_->Finish();
+      finished_ = true;
     });
   }
   ~HealthWatch() {
@@ -516,12 +520,21 @@ class HealthWatch {
     while (updates_ == 0 && Clock::now() < until) std::this_thread::sleep_for(milliseconds(5));
     return updates_ > 0;
   }
+  // True once the last update read says `status`.
+  bool wait_status(grpc::health::v1::HealthCheckResponse::ServingStatus status, milliseconds timeout) {
+    auto until = Clock::now() + testkit::scaled(timeout);
+    while (last_status_ != status && Clock::now() < until) std::this_thread::sleep_for(milliseconds(5));
+    return last_status_ == status;
+  }
+  bool finished() const { return finished_; }
 
  private:
   std::unique_ptr<grpc::health::v1::Health::Stub> stub_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<grpc::health::v1::HealthCheckResponse>> reader_;
   std::atomic<int> updates_{0};
+  std::atomic<int> last_status_{-1};
+  std::atomic<bool> finished_{false};
   std::thread thread_;
 };
 
@@ -553,4 +566,246 @@ TEST_CASE("050 last-call-closes bounded with an application's health Watch open:
   REQUIRE(status.ok());
   const milliseconds drain(std::stoll(s.args.at(3)));
   REQUIRE(server.process().exit_time() - signalled <= drain + testkit::scaled(milliseconds(500)));
+}
+
+// ------------------------------------------------------------------ a caller pinned to one server
+
+namespace {
+
+// pick_first over two addresses, no health checking, no retries of any kind:
+// the channel stays on the first server for as long as that one keeps its
+// connection, as a caller behind an L4 Service (kube-proxy's NAT) stays on
+// one pod. Only a GOAWAY (or a closed connection) moves it.
+const char* const kPinnedServiceConfig = R"({"loadBalancingConfig": [{"pick_first": {}}]})";
+
+// Two servers of one stage; a caller pinned to the first keeps sending
+// (100/s, 100 ms of work, calls overlapping); the first is stopped with
+// SIGTERM while calls run on it. The caller must end up on the second
+// server with no call refused. One thing gRPC 1.51 does not let the server
+// avoid: a call whose HEADERS cross the GOAWAY on the wire (sent before the
+// client read it, read after the server's Shutdown() began) is dropped by
+// the C core (Server::CallData::StartNewRpc: ShutdownCalled() -> KillZombie)
+// and the client sees CANCELLED; no handler ever runs. Seen in about 1 of 8
+// runs on a quiet machine, up to 3 calls in one stop on a loaded one and 14
+// under ASan (the window is the time the client takes to read the GOAWAY):
+// it is tolerated, and only as CANCELLED. A refused call (UNAVAILABLE) fails.
+void require_pinned_caller_moves_without_failures(const std::string& prefix) {
+  testkit::RedisServer redis;
+  const Stage& s = stage(prefix);
+  // The second server starts only once the caller is connected to the
+  // first: pick_first cannot have chosen it (a slow first connection
+  // attempt, seen under ASan, would otherwise pin the caller to it).
+  int second_port = 0;
+  {
+    Server probe(bin(s), redis.address(), s.args);
+    second_port = probe.port();
+    probe.process().kill();
+  }
+  Server first(bin(s), redis.address(), s.args);
+  auto channel = channel_to({first.target(), "127.0.0.1:" + std::to_string(second_port)}, kPinnedServiceConfig);
+  Server second(bin(s), redis.address(), s.args, second_port);
+  LoadOptions load;
+  load.rate = 100;
+  load.work_ms = 100;
+  load.rpcs = static_cast<int>(testkit::scaled(milliseconds(2500)).count() / 10);  // 2.5 s (scaled) at 100/s
+  load.id_prefix = "pinned";
+  Load sender(channel, load);
+  for (int i = 0; i < 10; ++i) first.process().expect_line("work: started", milliseconds(10'000));
+  first.process().send_signal(SIGTERM);
+  auto status = first.process().expect_exit(*s.budget + milliseconds(5000));
+  second.process().expect_line("work: started", milliseconds(10'000));  // the caller moved
+  LoadResult r = sender.wait();
+  std::map<std::string, int> failed;
+  std::set<int> pids;
+  for (auto& rpc : r.rpcs) {
+    if (rpc.ok()) pids.insert(rpc.server_pid);
+    else ++failed[code_name(rpc.code) + ": " + rpc.message];
+  }
+  std::string f;
+  for (auto& [what, n] : failed) f += what + " x" + std::to_string(n) + "\n";
+  INFO(first.process().transcript());
+  INFO(f);
+  REQUIRE(status.ok());
+  for (auto& [what, n] : failed) REQUIRE(what.rfind("CANCELLED:", 0) == 0);
+  REQUIRE(pids.count(first.process().pid()) == 1);
+  REQUIRE(pids.count(second.process().pid()) == 1);
+}
+
+}  // namespace
+
+TEST_CASE("040 health-drain no errors to clients: a caller pinned with pick_first, no health checks, no retries, moves to the second server on GOAWAY, none refused") {
+  require_pinned_caller_moves_without_failures("040");
+}
+
+TEST_CASE("050 last-call-closes no errors to clients: a caller pinned with pick_first, no health checks, no retries, moves to the second server on GOAWAY, none refused") {
+  require_pinned_caller_moves_without_failures("050");
+}
+
+// ------------------------------------------------------------------ a new server while callers stay connected
+
+namespace {
+
+// A caller pinned to the old server (pick_first over [new, old] while the
+// new one is not yet listening: it connects to the old one), then the new
+// server starts on its address, as a pod added behind an L4 Service. Only a
+// reconnection can bring the caller to it. The caller keeps sending; with
+// `age_args` the old server has a maximum connection age.
+struct NewServerReport {
+  LoadResult load;
+  bool new_server_served = false;
+  int old_pid = 0;
+};
+
+NewServerReport new_server_while_pinned(const std::string& prefix, std::vector<std::string> age_args) {
+  testkit::RedisServer redis;
+  const Stage& s = stage(prefix);
+  std::vector<std::string> args = s.args;
+  args.insert(args.end(), age_args.begin(), age_args.end());
+  // A port for the new server that nothing listens on yet.
+  int new_port = 0;
+  {
+    Server probe(bin(s), redis.address(), s.args);
+    new_port = probe.port();
+    probe.process().kill();
+  }
+  Server old_server(bin(s), redis.address(), args);
+  auto channel = channel_to({"127.0.0.1:" + std::to_string(new_port), old_server.target()}, kPinnedServiceConfig);
+  LoadOptions load;
+  load.rate = 50;
+  load.work_ms = 50;
+  load.rpcs = 100'000;  // an upper bound: hold_back() ends the load
+  load.id_prefix = "pinned";
+  Load sender(channel, load);
+  old_server.process().expect_line("work: started", milliseconds(10'000));
+  Server new_server(bin(s), redis.address(), args, new_port);
+  NewServerReport r;
+  // The old server's connection is at most 1.1 x 500 ms old when this starts
+  // waiting; 3 s (scaled) is far beyond it.
+  r.new_server_served = new_server.process().wait_for_line("work: started", milliseconds(3000)).has_value();
+  sender.hold_back();
+  r.load = sender.wait();
+  r.old_pid = old_server.process().pid();
+  return r;
+}
+
+std::string not_ok(const LoadResult& load) {
+  std::string f;
+  for (auto& rpc : load.rpcs)
+    if (!rpc.ok()) f += rpc.id + " " + code_name(rpc.code) + ": " + rpc.message + "\n";
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("050 last-call-closes no errors to clients: no, a pinned caller never reaches a server started after it connected") {
+  NewServerReport r = new_server_while_pinned("050", {});
+  INFO(not_ok(r.load));
+  REQUIRE(not_ok(r.load).empty());
+  REQUIRE_FALSE(r.new_server_served);
+  for (auto& rpc : r.load.rpcs) CHECK(rpc.server_pid == r.old_pid);
+}
+
+TEST_CASE("060 connection-age no errors to clients: a pinned caller moves to a server started after it connected (age 500 ms), 0 failed") {
+  NewServerReport r = new_server_while_pinned("060", {"--max-connection-age-ms", "500",
+                                                     "--max-connection-age-grace-ms", "5000"});
+  INFO(not_ok(r.load));
+  REQUIRE(r.new_server_served);
+  REQUIRE(not_ok(r.load).empty());
+  REQUIRE(r.load.rpcs.size() >= 10);
+}
+
+// ------------------------------------------------------------------ 060: 050's stop, unchanged
+
+TEST_CASE("060 connection-age handles SIGTERM: exit 0 within its budget, drain included") {
+  require_handles_sigterm(under_load("060"), *stage("060").budget + teardown_slack());
+}
+
+TEST_CASE("060 connection-age no lost work: RPCs running at SIGTERM complete and are persisted") {
+  require_no_lost_work(under_load("060"));
+}
+
+TEST_CASE("060 connection-age no errors to clients: a caller pinned with pick_first, no health checks, no retries, moves to the second server on GOAWAY, none refused") {
+  require_pinned_caller_moves_without_failures("060");
+}
+
+TEST_CASE("060 connection-age bounded: an open stream is cut off at the deadline and reported, exit 1") {
+  require_open_stream_cut_off("060");
+}
+
+TEST_CASE("060 connection-age bounded with an idle long-lived client: exit 0 right after the drain") {
+  testkit::RedisServer redis;
+  const Stage& s = stage("060");
+  Server server(bin(s), redis.address(), s.args);
+  auto idle = idle_client(server);
+  auto signalled = server.process().send_signal(SIGTERM);
+  auto status = server.process().expect_exit(*s.budget + milliseconds(3000));
+  INFO(server.process().transcript());
+  REQUIRE(status.ok());
+  const milliseconds drain(std::stoll(s.args.at(3)));
+  REQUIRE(server.process().exit_time() - signalled <= drain + testkit::scaled(milliseconds(500)));
+}
+
+TEST_CASE("060 connection-age stops taking traffic first: NOT_SERVING at once, RPCs still served during the drain") {
+  require_not_serving_first_and_still_serving("060");
+}
+
+// ------------------------------------------------------------------ which health Watch holds Shutdown()
+
+namespace {
+
+// round_robin with client-side health checking over one server, and no
+// call: the only stream is the Watch the balancer opened itself.
+std::shared_ptr<grpc::Channel> balancer_health_watch_channel(const Server& server) {
+  grpc::ChannelArguments args;
+  args.SetServiceConfigJSON(kNoRetryServiceConfig);
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  auto channel = grpc::CreateCustomChannel("ipv4:" + server.target(), grpc::InsecureChannelCredentials(), args);
+  // READY only once the health Watch said SERVING.
+  REQUIRE(channel->WaitForConnected(std::chrono::system_clock::now() + testkit::scaled(milliseconds(10'000))));
+  return channel;
+}
+
+}  // namespace
+
+// With gRPC C++ 1.51 on both sides, the Watch that client-side health
+// checking opens is not dropped when the client reads the GOAWAY (streams
+// already open may go on after a GOAWAY): it holds 040's Shutdown() until
+// the deadline, like an application's Watch (test 40).
+TEST_CASE("040 health-drain bounded with a balancer's health-check Watch open: no, it holds Shutdown() until the deadline too") {
+  testkit::RedisServer redis;
+  const Stage& s = stage("040");
+  Server server(bin(s), redis.address(), s.args);
+  auto channel = balancer_health_watch_channel(server);
+  auto signalled = server.process().send_signal(SIGTERM);
+  server.process().expect_exit(*s.budget + milliseconds(3000));
+  INFO(server.process().transcript());
+  REQUIRE(server.process().exit_time() - signalled >= *s.budget - milliseconds(50));
+}
+
+TEST_CASE("050 last-call-closes bounded with a balancer's health-check Watch open: exit 0 right after the drain") {
+  testkit::RedisServer redis;
+  const Stage& s = stage("050");
+  Server server(bin(s), redis.address(), s.args);
+  auto channel = balancer_health_watch_channel(server);
+  auto signalled = server.process().send_signal(SIGTERM);
+  auto status = server.process().expect_exit(*s.budget + milliseconds(3000));
+  INFO(server.process().transcript());
+  REQUIRE(status.ok());
+  const milliseconds drain(std::stoll(s.args.at(3)));
+  REQUIRE(server.process().exit_time() - signalled <= drain + testkit::scaled(milliseconds(500)));
+}
+
+TEST_CASE("040 health-drain stops taking traffic first: health Shutdown() sends NOT_SERVING on an application's Watch and leaves it open") {
+  testkit::RedisServer redis;
+  const Stage& s = stage("040");
+  Server server(bin(s), redis.address(), s.args);
+  auto channel = channel_to({server.target()});
+  HealthWatch watch(channel);
+  REQUIRE(watch.wait_status(grpc::health::v1::HealthCheckResponse::SERVING, milliseconds(5000)));
+  server.process().send_signal(SIGTERM);
+  server.process().expect_line("health NOT_SERVING", milliseconds(5000));
+  REQUIRE(watch.wait_status(grpc::health::v1::HealthCheckResponse::NOT_SERVING, milliseconds(5000)));
+  server.process().expect_line("drain over", milliseconds(5000));
+  REQUIRE_FALSE(watch.finished());  // still open: it is what holds Shutdown() (test 40)
+  server.process().expect_exit(*s.budget + milliseconds(3000));
 }

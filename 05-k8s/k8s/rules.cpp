@@ -36,9 +36,10 @@ const std::map<std::string, Server>& servers() {
        {with(http, {"--listen", "--keep-alive-max", "--shutdown-timeout-ms", "--drain-delay-ms"}), "httpGet",
         paths, true, true, "--drain-delay-ms"}},
       {"gs-grpc/010-naive-exit", {{"--listen", "--port", "--redis"}, "grpc", {}, false, false, ""}},
-      {"gs-grpc/040-health-drain",
-       {{"--listen", "--port", "--redis", "--shutdown-timeout-ms", "--drain-ms"}, "grpc", {}, true, true,
-        "--drain-ms"}},
+      {"gs-grpc/060-connection-age",
+       {{"--listen", "--port", "--redis", "--shutdown-timeout-ms", "--drain-ms", "--max-connection-age-ms",
+         "--max-connection-age-grace-ms"},
+        "grpc", {}, true, true, "--drain-ms"}},
   };
   return table;
 }

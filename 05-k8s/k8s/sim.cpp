@@ -54,7 +54,7 @@ std::optional<PodProgram> pod_program(const SimPrograms& p, const Container& c) 
       {"gs-http/010-naive-exit", {"http", "010-naive-exit"}},
       {"gs-http/050-drain-first", {"http", "050-drain-first"}},
       {"gs-grpc/010-naive-exit", {"grpc", "010-naive-exit"}},
-      {"gs-grpc/040-health-drain", {"grpc", "040-health-drain"}},
+      {"gs-grpc/060-connection-age", {"grpc", "060-connection-age"}},
       // docs:end pod-binaries
   };
   auto it = table.find(image + "/" + c.binary());

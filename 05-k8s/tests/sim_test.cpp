@@ -83,9 +83,12 @@ void clean_http(const std::string& variant) {
   CHECK(r.window_s > r.old_stop_s);
 }
 // No UNAVAILABLE (no reset, no refused connection): the callers moved at
-// GOAWAY. What gRPC C++ 1.51 may still do is cancel a call that reaches the
-// server in the instant Shutdown() starts (CANCELLED, never a handler):
-// that, and only that, is tolerated here and shown in the tour.
+// GOAWAY. What gRPC C++ 1.51 may still do is drop a call whose HEADERS
+// cross the GOAWAY (read by the server once its shutdown began:
+// Server::CallData::StartNewRpc kills it before any handler; the caller
+// reads CANCELLED). Chapter 03's final stage sends the GOAWAY first but no
+// public API lets it accept those calls: that, and only that, is
+// tolerated here and shown in the tour.
 void clean_grpc(const std::string& variant) {
   auto r = rollout(variant, "grpc");
   CHECK(r.sent > 0);
