@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <optional>
 #include <thread>
 
 #include "scenarios.hpp"
@@ -306,4 +307,46 @@ TEST_CASE("027 report-cut-off bounded: no, a second SIGTERM does nothing while S
 
 TEST_CASE("027 report-cut-off stops taking traffic first: no, health never says NOT_SERVING") {
   require_never_announced("027");
+}
+
+// ------------------------------------------------------------------ 025a/025b: a Work whose client gave up
+
+namespace {
+
+// A Work of 5 s whose client gives up after 300 ms (its own deadline), long
+// before any stop; then SIGTERM with nothing else running. Returns the exit
+// status, or nullopt when the stage was still running at budget + 1 s.
+std::optional<testkit::ExitStatus> stop_after_a_client_gave_up(const std::string& prefix, std::string* transcript) {
+  testkit::RedisServer redis;
+  const Stage& s = stage(prefix);
+  Server server(bin(s), redis.address(), s.args);
+  auto channel = channel_to({server.target()});
+  RpcResult r = work(*channel, "given-up-1", 5000, milliseconds(300));
+  INFO(code_name(r.code) << " " << r.message);
+  REQUIRE(r.code == grpc::StatusCode::DEADLINE_EXCEEDED);
+  server.process().expect_line("cancelled: work id=given-up-1 not persisted", milliseconds(5000));
+  channel.reset();  // and the client goes away: no connection is left to wait for
+  server.process().send_signal(SIGTERM);
+  auto status = server.process().wait_exit(*s.budget + milliseconds(1000));
+  if (!status) server.process().kill();
+  *transcript = server.process().transcript();
+  REQUIRE(redis.client().smembers("work:done").count("given-up-1") == 0);
+  return status;
+}
+
+}  // namespace
+
+TEST_CASE("025a reactor-never-finishes bounded: no, a Work whose client gave up is never finished, and the next stop waits for it for ever") {
+  std::string transcript;
+  auto status = stop_after_a_client_gave_up("025a", &transcript);
+  INFO(transcript);
+  REQUIRE_FALSE(status);  // no call running, nothing to wait for: yet it never exits
+}
+
+TEST_CASE("025b reactor-finishes-on-cancel bounded: a Work whose client gave up is finished at once, and the next stop does not wait for it") {
+  std::string transcript;
+  auto status = stop_after_a_client_gave_up("025b", &transcript);
+  INFO(transcript);
+  REQUIRE(status);
+  REQUIRE(status->ok());
 }
