@@ -6,6 +6,7 @@
 // stages_test.cpp runs on 020 and 030.
 #include <signal.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <optional>
 #include <thread>
@@ -18,6 +19,12 @@ using std::chrono::milliseconds;
 namespace {
 
 std::string bin(const Stage& s) { return std::string(CHAPTER_BIN_DIR) + "/" + s.name; }
+
+// Allowed between the deadline and the process's exit: gRPC's teardown after
+// Shutdown() returns, joining threads, destructors. Up to 1.3 s of it was
+// measured at a load average of 22 on two cores; a stage that is not bounded
+// takes far longer (the long Work below lasts budget + this + 2 s).
+milliseconds exit_slack() { return std::max(teardown_slack(), milliseconds(1500)); }
 
 StopReport under_load(const std::string& prefix) {
   testkit::RedisServer redis;
@@ -39,7 +46,7 @@ void require_handles_sigterm(const std::string& prefix) {
   INFO(render(r));
   REQUIRE(r.exit);
   REQUIRE(r.exit->ok());
-  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage(prefix).budget + teardown_slack()));
+  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage(prefix).budget + exit_slack()));
 }
 
 void require_no_lost_work(const std::string& prefix) {
@@ -81,7 +88,7 @@ LongWork long_work_at_deadline(const std::string& prefix) {
   const Stage& s = stage(prefix);
   LongWork w;
   // Longer than anything a bounded stop may take, on any machine.
-  w.work_ms = testkit::scaled(*s.budget + teardown_slack()) + milliseconds(2000);
+  w.work_ms = testkit::scaled(*s.budget + exit_slack()) + milliseconds(2000);
   Server server(bin(s), redis.address(), s.args);
   auto channel = channel_to({server.target()});
   std::thread caller([&] { w.rpc = work(*channel, "long-1", w.work_ms.count(), w.work_ms + milliseconds(10'000)); });
@@ -104,7 +111,7 @@ void require_long_work_cut_off_not_persisted(const std::string& prefix) {
   LongWork w = long_work_at_deadline(prefix);
   INFO(w.transcript << "client: " << code_name(w.rpc.code) << " " << w.rpc.message);
   REQUIRE(w.exit);
-  REQUIRE(w.exit_after <= testkit::scaled(*stage(prefix).budget + teardown_slack()));
+  REQUIRE(w.exit_after <= testkit::scaled(*stage(prefix).budget + exit_slack()));
   REQUIRE(w.rpc.code == grpc::StatusCode::UNAVAILABLE);
   REQUIRE_FALSE(w.persisted);
   REQUIRE(w.transcript.find("work id=long-1 not persisted") != std::string::npos);
@@ -133,7 +140,7 @@ void require_cut_off_in_time_but_unreported(const std::string& prefix) {
   INFO(render(r));
   REQUIRE(r.exit);
   REQUIRE(*r.shutdown_time >= *stage(prefix).budget - milliseconds(50));
-  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage(prefix).budget + teardown_slack()));
+  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage(prefix).budget + exit_slack()));
   REQUIRE(r.stream_status.at(0).error_code() == grpc::StatusCode::UNAVAILABLE);
   REQUIRE(r.exit->ok());                                    // "all went well"
   REQUIRE(r.server_err.find("abandoned:") == std::string::npos);  // and nothing says otherwise
@@ -159,7 +166,7 @@ TEST_CASE("023 deadline bounded: an open stream ends at the deadline (its loop l
   REQUIRE(r.exit);
   REQUIRE(r.exit->ok());
   REQUIRE(*r.shutdown_time >= milliseconds(1000) - milliseconds(50));
-  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage("023").budget + teardown_slack()));
+  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage("023").budget + exit_slack()));
   REQUIRE(r.stream_status.at(0).error_code() == grpc::StatusCode::UNAVAILABLE);
 }
 
@@ -168,7 +175,7 @@ TEST_CASE("023 deadline bounded: no, a Work longer than the deadline holds Shutd
   INFO(w.transcript << "client: " << code_name(w.rpc.code) << " " << w.rpc.message);
   REQUIRE(w.exit);
   // The handler slept through the deadline: the stop took as long as the work.
-  REQUIRE(w.exit_after > testkit::scaled(*stage("023").budget + teardown_slack()));
+  REQUIRE(w.exit_after > testkit::scaled(*stage("023").budget + exit_slack()));
   REQUIRE(w.exit_after >= w.work_ms - milliseconds(1000));
   // Its client was told at the deadline that it failed...
   REQUIRE(w.rpc.code == grpc::StatusCode::UNAVAILABLE);
@@ -284,7 +291,7 @@ TEST_CASE("027 report-cut-off bounded: an open stream is cut off at the deadline
   REQUIRE(r.exit->exited);
   REQUIRE(r.exit->code == 1);  // bounded, but not everything finished: say so
   REQUIRE(*r.shutdown_time >= milliseconds(1000) - milliseconds(50));
-  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage("027").budget + teardown_slack()));
+  REQUIRE(*r.shutdown_time <= testkit::scaled(*stage("027").budget + exit_slack()));
   REQUIRE(r.server_err.find("abandoned: stream id=stream-1") != std::string::npos);
   REQUIRE(r.stream_status.at(0).error_code() == grpc::StatusCode::UNAVAILABLE);
 }
@@ -295,7 +302,7 @@ TEST_CASE("027 report-cut-off bounded: a Work longer than the deadline is cut of
   REQUIRE(w.exit);
   REQUIRE(w.exit->exited);
   REQUIRE(w.exit->code == 1);
-  REQUIRE(w.exit_after <= testkit::scaled(*stage("027").budget + teardown_slack()));
+  REQUIRE(w.exit_after <= testkit::scaled(*stage("027").budget + exit_slack()));
   REQUIRE(w.rpc.code == grpc::StatusCode::UNAVAILABLE);
   REQUIRE_FALSE(w.persisted);
   REQUIRE(w.transcript.find("abandoned: work id=long-1 not persisted") != std::string::npos);
