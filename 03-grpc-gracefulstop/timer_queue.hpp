@@ -67,8 +67,10 @@ class TimerQueue {
         continue;
       }
       auto first = pending_.begin();
-      if (first->first.first > std::chrono::steady_clock::now()) {
-        cv_.wait_until(lock, first->first.first);
+      // A copy: cancel() may erase this entry while we wait.
+      const std::chrono::steady_clock::time_point when = first->first.first;
+      if (when > std::chrono::steady_clock::now()) {
+        cv_.wait_until(lock, when);
         continue;
       }
       std::function<void()> fn = std::move(first->second);
