@@ -452,6 +452,11 @@ const std::vector<Stage>& stages() {
   static const std::vector<Stage> all = {
       {"010-naive-exit", {}, std::nullopt},
       {"020-shutdown-thread", {}, std::nullopt},
+      {"023-deadline", {"--shutdown-timeout-ms", "1000"}, milliseconds(1000)},
+      {"025-cancellable-handlers", {"--shutdown-timeout-ms", "1000"}, milliseconds(1000)},
+      {"025a-reactor-never-finishes", {"--shutdown-timeout-ms", "1000"}, milliseconds(1000)},
+      {"025b-reactor-finishes-on-cancel", {"--shutdown-timeout-ms", "1000"}, milliseconds(1000)},
+      {"027-report-cut-off", {"--shutdown-timeout-ms", "1000"}, milliseconds(1000)},
       {"030-shutdown-deadline", {"--shutdown-timeout-ms", "1000"}, milliseconds(1000)},
       {"040-health-drain",
        {"--shutdown-timeout-ms", std::to_string(budget040.count()), "--drain-ms", std::to_string(drain.count())},

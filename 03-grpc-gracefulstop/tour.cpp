@@ -62,7 +62,23 @@ int main() {
 
     board.add_note("under load: 40 Work RPCs of 400 ms at 50/s, SIGTERM once 10 run on the server; the client");
     board.add_note("  polls health and holds back new RPCs once it reads NOT_SERVING. lost = started, never persisted.");
-    board.add_note("bounded: one Ticks stream open at SIGTERM; budgets: 030 1000 ms, 040 and 050 1500 ms (300 ms drain).");
+    board.add_note("bounded: one Ticks stream open at SIGTERM; budgets: 023 to 030 1000 ms, 040 and 050 1500 ms (300 ms drain).");
+    // The Ticks stream ends at 023's deadline; a Work that sleeps through it does not.
+    for (const char* prefix : {"023", "025-"}) {
+      const Stage& s = stage(prefix);
+      StopOptions long_work;
+      long_work.load.rpcs = 1;
+      long_work.load.work_ms = 3000;
+      long_work.sigterm_after = 1;
+      long_work.exit_timeout = milliseconds(6000);
+      tour->stage(s.name);
+      tour->scenario("SIGTERM during a Work longer than the deadline");
+      StopReport r = run_stop_scenario(std::string(CHAPTER_BIN_DIR) + "/" + s.name, redis, s.args, long_work);
+      board.add_note("one Work of 3000 ms at SIGTERM, " + s.name + ": " +
+                     (r.exit ? r.exit->str() + " " + ms(*r.shutdown_time) + " after SIGTERM" : std::string("hangs")) +
+                     ", client: " + (r.failed() ? r.failed_by_code().begin()->first : std::string("OK")) + ", " +
+                     (r.abandoned().empty() ? "persisted" : "not persisted") + ".");
+    }
     for (const char* prefix : {"040", "050"}) {
       const Stage& s = stage(prefix);
       StopOptions idle = under_load_options();
