@@ -1,17 +1,14 @@
 // 050-drain-first: stop taking traffic first, then drain, then stop.
 //
-// Demonstrates: 040 plus the order a load balancer needs. At SIGTERM /readyz
+// Demonstrates: 045 plus the order a load balancer needs. At SIGTERM /readyz
 //   turns 503 at once, but the server keeps serving for --drain-delay-ms (the
 //   time Kubernetes needs to remove the pod from the Service endpoints, so
 //   requests still routed here are answered, not refused), and every response
 //   carries "Connection: close" and really closes its connection, so clients
-//   move to other instances. Then the listener closes and connections waiting
-//   for a request are closed at once instead of lingering up to cpp-httplib's
-//   5 s keep-alive timeout, by the thread that serves each of them: a request
-//   is either read, executed and answered, or never read. Connections still
-//   queued for a worker are served, not dropped. The rest is 040: wait for
-//   requests and writes within --shutdown-timeout-ms (which includes the
-//   drain delay), report what is abandoned, Redis last.
+//   move to other instances. Then the rest is 045: the listener closes,
+//   connections waiting for a request close at once, queued ones are served,
+//   and requests and writes are waited for within --shutdown-timeout-ms
+//   (which includes the drain delay), Redis last.
 // Still wrong: nothing the stage table measures. A request that arrives on an
 //   idle keep-alive connection in the instant it is closed is not executed
 //   and its client sees the connection close (inherent to HTTP keep-alive;

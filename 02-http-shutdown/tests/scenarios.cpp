@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -18,11 +19,15 @@ using namespace std::chrono_literals;
 using testkit::Clock;
 using testkit::scaled;
 
-const std::vector<std::string> kStages = {"010-naive-exit", "020-stop-on-signal", "030-track-background-work",
-                                          "040-shutdown-deadline", "050-drain-first"};
+const std::vector<std::string> kStages = {"010-naive-exit",        "020-stop-on-signal",         "030-track-background-work",
+                                          "033-second-signal",     "036-hard-deadline",          "040-shutdown-deadline",
+                                          "045-close-idle-connections", "050-drain-first"};
 
 std::string stage(const std::string& name) { return std::string(CHAPTER_BIN_DIR) + "/" + name; }
-bool has_deadline(const std::string& name) { return name >= "040"; }
+bool second_signal_forces_exit(const std::string& name) { return name >= "033"; }
+bool has_deadline(const std::string& name) { return name >= "036"; }
+bool cancels(const std::string& name) { return name >= "040"; }
+bool closes_idle(const std::string& name) { return name >= "045"; }
 bool drains_first(const std::string& name) { return name >= "050"; }
 
 namespace {
@@ -74,14 +79,44 @@ Stop finish(testkit::Process& p, Clock::time_point signalled, milliseconds bound
   return s;
 }
 
+// Whether a thread of `pid` is blocked where cpp-httplib 0.11's own
+// connection loop (010-040) waits for the next request on a keep-alive
+// connection: its keep_alive() polls the one socket in rounds of
+// poll(fds, 1, 10 ms) (a 1 ms sleep between rounds), and nothing else in
+// these stages polls with that timeout (socket reads and writes use 5 s).
+// /proc/PID/task/TID/syscall shows "7 <fds> 0x1 0xa ..." (x86-64: poll).
+bool in_keep_alive_wait(pid_t pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool found = false;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(dir + "/" + e->d_name + "/syscall");
+    std::string nr, fds, nfds, timeout;
+    if (in >> nr >> fds >> nfds >> timeout && nr == "7" && nfds == "0x1" && timeout == "0xa") found = true;
+  }
+  ::closedir(d);
+  return found;
+}
+
 // After a response, the server's connection thread goes back to waiting for
 // the next request; a stop() before it gets there closes the connection at
-// once. "Idle" means it got there. 050 (with --trace) says so for each
+// once. "Idle" means it got there. 045/050 (with --trace) say so for each
 // connection: once when it is accepted, once after each response. In
-// cpp-httplib's own loop (010-040) nothing observable says so: a pause.
+// cpp-httplib's own loop (010-040), the thread is seen blocked in that
+// wait's poll() (one keep-alive connection: the response has been read, so
+// the thread is past it and waits for the next request).
 void let_connection_go_idle(const std::string& name, testkit::Process& p, int responses) {
-  if (!drains_first(name)) {
-    std::this_thread::sleep_for(scaled(200ms));
+  if (!closes_idle(name)) {
+#if defined(__x86_64__)
+    for (auto end = Clock::now() + scaled(5s); !in_keep_alive_wait(p.pid());) {
+      if (Clock::now() > end) throw testkit::Failure(name + ": no thread waits for a keep-alive request");
+      std::this_thread::sleep_for(1ms);
+    }
+#else
+    std::this_thread::sleep_for(scaled(200ms));  // no poll(2) to look for: a pause
+#endif
     return;
   }
   for (int i = 0; i <= responses; ++i) p.expect_line("waiting for a request", 5s);
@@ -221,10 +256,10 @@ TrafficFirst stop_taking_traffic(const std::string& name) {
     std::this_thread::sleep_for(10ms);
   }
   if (name != "010-naive-exit") r.process->expect_line("listener closed", 5s);
-  // 050 closed it (--trace says so, before or after "listener closed").
-  for (auto end = Clock::now() + scaled(5s); drains_first(name);) {
+  // 045/050 closed it (--trace says so, before or after "listener closed").
+  for (auto end = Clock::now() + scaled(5s); closes_idle(name);) {
     if (r.process->out().find("closed while idle") != std::string::npos) break;
-    if (Clock::now() > end) throw testkit::Failure("050 never closed the idle connection:\n" + r.process->transcript());
+    if (Clock::now() > end) throw testkit::Failure(name + " never closed the idle connection:\n" + r.process->transcript());
     std::this_thread::sleep_for(2ms);
   }
   out.keep_alive_after_close = keep.get("/healthz");
