@@ -269,9 +269,12 @@ TEST_CASE("040 to 050: near the deadline waits are cancelled, at the deadline wh
   auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "045-close-idle-connections", "050-drain-first");
   INFO(name);
   testkit::RedisServer redis;
-  // 800 ms, not scaled: the write blocked in Redis must still be blocked at
-  // the deadline, and the stage's Redis timeout (2 s) ends that block.
-  std::vector<std::string> extra = {"--work-ms", "0", "--max-pending", "1", "--trace", "--shutdown-timeout-ms", "800"};
+  // 1200 ms, not scaled: the write blocked in Redis must still be blocked
+  // at the deadline, and the stage's Redis timeout (2 s from the write's
+  // start, before SIGTERM) ends that block. The waiting handler has the
+  // deadline's last tenth (120 ms) to notice the cancellation: shorter
+  // deadlines failed on a machine with a load average of 19.
+  std::vector<std::string> extra = {"--work-ms", "0", "--max-pending", "1", "--trace", "--shutdown-timeout-ms", "1200"};
   if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "0"});
   auto r = start(name, redis, extra);
   REQUIRE(redis.client().command({"CLIENT", "PAUSE", "5000", "WRITE"}) == "OK");  // writes now block in Redis
