@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 namespace ch02 {
@@ -344,6 +346,26 @@ void wait_sockets(pid_t pid, int at_least, milliseconds timeout) {
   }
 }
 
+// How many connections to `port` have bytes the stage has not read yet
+// (established, receive queue non-empty), from /proc/PID/net/tcp.
+int unread_connections(pid_t pid, int port) {
+  char local_port[8];
+  std::snprintf(local_port, sizeof local_port, ":%04X", port);
+  std::ifstream tcp("/proc/" + std::to_string(pid) + "/net/tcp");
+  std::string line;
+  int n = 0;
+  while (std::getline(tcp, line)) {
+    std::istringstream fields(line);
+    std::string sl, local, remote, st, queues;
+    if (!(fields >> sl >> local >> remote >> st >> queues)) continue;
+    const auto colon = queues.find(':');
+    if (colon == std::string::npos) continue;
+    const bool mine = local.size() >= 5 && local.compare(local.size() - 5, 5, local_port) == 0;
+    if (mine && st == "01" && std::stoul(queues.substr(colon + 1), nullptr, 16) > 0) ++n;
+  }
+  return n;
+}
+
 }  // namespace
 
 IdleRace race_idle_close(const std::string& name, int rounds, int connections) {
@@ -408,7 +430,13 @@ Queued sigterm_with_queued_connections(const std::string& name, int threads, int
       KeepAlive c(r.port, scaled(15s));
       out.responses[static_cast<std::size_t>(i)] = c.incr("q" + std::to_string(i));
     });
-  wait_sockets(r.process->pid(), before + idle + queued, 10s);  // all accepted, requests sent
+  wait_sockets(r.process->pid(), before + idle + queued, 10s);  // all accepted
+  // ... and every queued request has arrived: it waits, unread, in its
+  // connection's receive queue (no worker thread has read it yet).
+  for (auto deadline = Clock::now() + scaled(10s); unread_connections(r.process->pid(), r.port) < queued;) {
+    if (Clock::now() > deadline) throw testkit::Failure("precondition failed: the queued requests never arrived");
+    std::this_thread::sleep_for(2ms);
+  }
   const auto t = r.process->send_signal(SIGTERM);
   for (auto& th : clients) th.join();
   for (auto& c : idlers) c->close();
