@@ -79,7 +79,7 @@ int main(int argc, char**) {
                       "bounded", "stops taking traffic first"});
     for (const auto& name : kStages) board.add_row(name, row(name));
     board.add_note("sent/acked/persisted/lost: 20 requests, SIGTERM after the first 15 were acknowledged.");
-    board.add_note("bounded: a handler that never returns; 036 to 050 have a 1 s deadline and report the id.");
+    board.add_note("bounded: a handler that never returns; 036 to 050 have a 2 s deadline and report the id.");
     board.add_note("010 is bounded only because SIGTERM kills it, with everything in flight.");
     board.add_note("queued: 8 keep-alive clients, 2 threads; 6 requests wait for a worker at SIGTERM.");
     runtime.clear();

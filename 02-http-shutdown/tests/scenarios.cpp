@@ -275,7 +275,9 @@ Stuck sigterm_with_stuck_handler(const std::string& name) {
   Stuck out;
   std::vector<std::string> extra = {"--work-ms", "0", "--handler-ms", "60000", "--trace"};
   if (has_deadline(name)) {
-    out.deadline_ms = scaled(1000ms).count();
+    // 2 s: its last tenth (200 ms) is the handler's time to notice the
+    // cancellation; 100 ms failed on a machine with a load average of 19.
+    out.deadline_ms = scaled(2000ms).count();
     extra.insert(extra.end(), {"--shutdown-timeout-ms", std::to_string(out.deadline_ms)});
   }
   if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "100"});

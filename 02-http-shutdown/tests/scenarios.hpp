@@ -118,7 +118,7 @@ TrafficFirst stop_taking_traffic(const std::string& name);
 
 // D: a handler that never finishes (--handler-ms 60000). SIGTERM, and if the
 // stage is still running at the bound, a second SIGTERM. 036 to 050 run with
-// --shutdown-timeout-ms 1000 (scaled).
+// --shutdown-timeout-ms 2000 (scaled).
 struct Stuck {
   Stop stop;
   long long deadline_ms = 0;           // the configured deadline (040/050)
