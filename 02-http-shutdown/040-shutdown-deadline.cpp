@@ -1,17 +1,13 @@
-// 040-shutdown-deadline: the graceful stop is bounded, and what it abandons
-// is reported by id.
+// 040-shutdown-deadline: the graceful stop is bounded, asks the work to
+// stop before the deadline cuts it off, and reports both by id.
 //
-// Demonstrates: 030 plus --shutdown-timeout-ms. main() waits for the stop
-//   request (a std::stop_source the signal thread triggers), closes the
-//   listener, then waits for in-flight requests and background writes only
-//   until the deadline. In its last tenth a std::stop_token cancels them:
-//   handlers and writes that wait give up (the client gets a 503, the id is
-//   listed as cancelled). At the deadline whatever still runs (a write
-//   blocked in Redis) is abandoned: listed by id on stderr, exit 1. The
-//   orchestrator's SIGKILL would lose the same work, silently. Once the first SIGTERM/SIGINT was taken, any
-//   further one forces the same exit at once (kube-apiserver's rule). Writes
-//   that fail because Redis is gone are retried with backoff until they
-//   succeed or the deadline abandons them, never dropped silently.
+// Demonstrates: 036 plus cooperative cancellation. In the deadline's last
+//   tenth (at most 500 ms) main() requests a std::stop_token that every wait
+//   in a handler or a write honours: a handler that waits gives up and its
+//   client gets a 503 (nothing was done), a write that waits for its next
+//   attempt gives up; both are listed as cancelled, by id, exit 1. Only what
+//   cannot be cancelled (a write blocked in Redis) is still abandoned at the
+//   deadline, as in 036.
 // Still wrong: it stops taking traffic abruptly. Readiness never turns 503,
 //   so a load balancer keeps sending requests that are refused the moment the
 //   listener closes; and cpp-httplib 0.11's stop() leaves an idle keep-alive
@@ -20,9 +16,8 @@
 //   keep-alive clients than --threads, a connection still queued for a
 //   worker at stop() is closed unread: its request, sent before the signal,
 //   gets EOF, and the stage still exits 0.
-// Reproduces: seed 003's optional shutdown timeout (context.WithTimeout,
-//   "timeout, forcing shutdown"; Go's Close() cancelling request contexts), seed 002's kube-apiserver SetupSignalContext
-//   (a second signal exits with status 1), seed 004's forced exit after a wait.
+// Reproduces: Go's Server.Shutdown(ctx) followed by Close(), which cancels
+//   the request contexts (seed 003's "timeout, forcing shutdown").
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>

@@ -45,9 +45,13 @@ std::vector<Cell> row(const std::string& name) {
   Cell bounded = wrong("hangs, 2nd signal ignored");
   if (d.stop.status && d.stop.status->killed_by(SIGTERM)) {
     bounded = right("killed at once");
+  } else if (d.stop.status && d.second_signal_sent) {
+    bounded = wrong(std::string("hangs; 2nd signal: ") + d.stop.str() + (d.stuck_reported ? ", id reported" : ""));
   } else if (d.stop.status) {
     bounded = verdict(d.stuck_reported, d.stop.str() + " at " + ms(d.stop.stop_ms) +
-                                                (d.stuck_reported ? ", id reported" : ", nothing reported"));
+                                                (d.cancelled_reported ? ", id cancelled"
+                                                 : d.stuck_reported   ? ", id abandoned"
+                                                                      : ", nothing reported"));
   }
 
   // C: readiness and keep-alive connections during the stop.
@@ -75,7 +79,7 @@ int main(int argc, char**) {
                       "bounded", "stops taking traffic first"});
     for (const auto& name : kStages) board.add_row(name, row(name));
     board.add_note("sent/acked/persisted/lost: 20 requests, SIGTERM after the first 15 were acknowledged.");
-    board.add_note("bounded: a handler that never returns; 040/050 have a 1 s deadline and report the id.");
+    board.add_note("bounded: a handler that never returns; 036 to 050 have a 2 s deadline and report the id.");
     board.add_note("010 is bounded only because SIGTERM kills it, with everything in flight.");
     board.add_note("queued: 8 keep-alive clients, 2 threads; 6 requests wait for a worker at SIGTERM.");
     runtime.clear();

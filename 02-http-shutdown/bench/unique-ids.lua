@@ -10,5 +10,7 @@ end
 
 function request()
   counter = counter + 1
-  return wrk.format("POST", "/incr?id=" .. prefix .. counter)
+  -- An empty body, so the request says "Content-Length: 0": a POST without
+  -- it makes the server read a body until its read timeout.
+  return wrk.format("POST", "/incr?id=" .. prefix .. counter, nil, "")
 end

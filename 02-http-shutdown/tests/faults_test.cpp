@@ -3,11 +3,19 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <httplib.h>
+#include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "scenarios.hpp"
@@ -36,6 +44,43 @@ void expect_flag_error(std::vector<std::string> argv, const std::string& flag) {
   CHECK(r.status.code == 2);
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   CHECK_THAT(r.err, Catch::StartsWith("error: " + flag + ":"));
+}
+
+// Breaks a running stage's listening socket from outside, as a fault would:
+// finds the socket listening on 127.0.0.1:port in /proc/PID/net/tcp (its
+// inode) and /proc/PID/fd, takes a duplicate of that descriptor with
+// pidfd_getfd() and shuts it down, which makes the stage's blocked accept()
+// fail (cpp-httplib 0.11's listen loop then returns false). nullopt when
+// done, or why it could not be done (then the caller skips).
+std::optional<std::string> break_listener(pid_t pid, int port) {
+  char local[32];
+  std::snprintf(local, sizeof local, "0100007F:%04X", port);
+  std::ifstream tcp("/proc/" + std::to_string(pid) + "/net/tcp");
+  std::string line, inode;
+  while (inode.empty() && std::getline(tcp, line)) {
+    std::istringstream fields(line);
+    std::string sl, loc, rem, st, queues, tr, retr, uid, timeout, ino;
+    fields >> sl >> loc >> rem >> st >> queues >> tr >> retr >> uid >> timeout >> ino;
+    if (loc == local && st == "0A") inode = ino;  // 0A: LISTEN
+  }
+  if (inode.empty()) return "no LISTEN socket on " + std::string(local) + " in /proc/PID/net/tcp";
+  int target = -1;
+  const auto fds = "/proc/" + std::to_string(pid) + "/fd";
+  for (const auto& e : std::filesystem::directory_iterator(fds)) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(e.path(), ec).string() == "socket:[" + inode + "]")
+      target = std::stoi(e.path().filename().string());
+  }
+  if (target < 0) return "socket inode " + inode + " not among the stage's descriptors";
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return std::string("pidfd_open: ") + std::strerror(errno);
+  const int dup = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, target, 0));
+  const int err = errno;
+  ::close(pidfd);
+  if (dup < 0) return std::string("pidfd_getfd not permitted here: ") + std::strerror(err);
+  ::shutdown(dup, SHUT_RDWR);  // the same socket as the stage's: its accept() fails now
+  ::close(dup);
+  return std::nullopt;
 }
 
 }  // namespace
@@ -159,9 +204,11 @@ TEST_CASE("every stage exits 1 within 2 s with a clear message when Redis is unr
   CHECK(p.out().find("ready") == std::string::npos);
 }
 
-TEST_CASE("030 track: an acknowledged write lost because Redis is gone is named, and the exit status is 1") {
+TEST_CASE("030 and 033: an acknowledged write lost because Redis is gone is named, and the exit status is 1") {
+  auto name = GENERATE(as<std::string>{}, "030-track-background-work", "033-second-signal");
+  INFO(name);
   testkit::RedisServer redis;
-  auto r = start("030-track-background-work", redis, {"--work-ms", std::to_string(scaled(500ms).count())});
+  auto r = start(name, redis, {"--work-ms", std::to_string(scaled(500ms).count())});
   REQUIRE(post(r.port, "/incr?id=gone1").ok());
   REQUIRE(post(r.port, "/incr?id=gone2").ok());
   redis.stop();
@@ -176,8 +223,9 @@ TEST_CASE("030 track: an acknowledged write lost because Redis is gone is named,
   CHECK_THAT(r.process->out(), Catch::Contains("2 acknowledged writes lost"));
 }
 
-TEST_CASE("040 and 050: writes fail while Redis restarts, are retried with backoff, and all land once it is back") {
-  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+TEST_CASE("036 to 050: writes fail while Redis restarts, are retried with backoff, and all land once it is back") {
+  auto name = GENERATE(as<std::string>{}, "036-hard-deadline", "040-shutdown-deadline", "045-close-idle-connections",
+                       "050-drain-first");
   INFO(name);
   testkit::RedisServer redis;
   auto r = start(name, redis, {"--work-ms", std::to_string(scaled(300ms).count()), "--shutdown-timeout-ms", "30000"});
@@ -196,8 +244,8 @@ TEST_CASE("040 and 050: writes fail while Redis restarts, are retried with backo
   CHECK(redis.client().smembers("incr:ids") == acked);
 }
 
-TEST_CASE("040 and 050: writes Redis never takes are cancelled at the deadline and reported by id, exit 1") {
-  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+TEST_CASE("040 to 050: writes Redis never takes are cancelled at the deadline and reported by id, exit 1") {
+  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "045-close-idle-connections", "050-drain-first");
   INFO(name);
   testkit::RedisServer redis;
   auto r = start(name, redis, {"--work-ms", "0", "--shutdown-timeout-ms", std::to_string(scaled(1500ms).count())});
@@ -217,13 +265,16 @@ TEST_CASE("040 and 050: writes Redis never takes are cancelled at the deadline a
   CHECK_THAT(r.process->err(), Catch::Contains("cancelled: id=down2 (write failed"));
 }
 
-TEST_CASE("040 and 050: near the deadline waits are cancelled, at the deadline what still runs is abandoned, both by id") {
-  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+TEST_CASE("040 to 050: near the deadline waits are cancelled, at the deadline what still runs is abandoned, both by id") {
+  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "045-close-idle-connections", "050-drain-first");
   INFO(name);
   testkit::RedisServer redis;
-  // 800 ms, not scaled: the write blocked in Redis must still be blocked at
-  // the deadline, and the stage's Redis timeout (2 s) ends that block.
-  std::vector<std::string> extra = {"--work-ms", "0", "--max-pending", "1", "--trace", "--shutdown-timeout-ms", "800"};
+  // 1200 ms, not scaled: the write blocked in Redis must still be blocked
+  // at the deadline, and the stage's Redis timeout (2 s from the write's
+  // start, before SIGTERM) ends that block. The waiting handler has the
+  // deadline's last tenth (120 ms) to notice the cancellation: shorter
+  // deadlines failed on a machine with a load average of 19.
+  std::vector<std::string> extra = {"--work-ms", "0", "--max-pending", "1", "--trace", "--shutdown-timeout-ms", "1200"};
   if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "0"});
   auto r = start(name, redis, extra);
   REQUIRE(redis.client().command({"CLIENT", "PAUSE", "5000", "WRITE"}) == "OK");  // writes now block in Redis
@@ -241,4 +292,58 @@ TEST_CASE("040 and 050: near the deadline waits are cancelled, at the deadline w
   CHECK_THAT(r.process->out(), Catch::Contains("1 cancelled, 1 abandoned"));
   CHECK_THAT(r.process->err(), Catch::Contains("cancelled: id=waiting (handling the request)"));
   CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=blocked (writing, attempt 1)"));
+}
+
+TEST_CASE("036 hard-deadline: nothing is cancelled: at the deadline every wait is abandoned and its client gets no answer") {
+  testkit::RedisServer redis;
+  auto r = start("036-hard-deadline", redis, {"--work-ms", "0", "--max-pending", "1", "--trace", "--shutdown-timeout-ms", "800"});
+  REQUIRE(redis.client().command({"CLIENT", "PAUSE", "5000", "WRITE"}) == "OK");  // writes now block in Redis
+  REQUIRE(post(r.port, "/incr?id=blocked").ok());  // answered; its write blocks, holding the only slot
+  Http waiting;
+  std::thread client([&] { waiting = post(r.port, "/incr?id=waiting", 20s); });
+  r.process->expect_line("incr: id=waiting started", 5s);  // its handler waits for a slot
+  r.process->send_signal(SIGTERM);
+  auto st = r.process->expect_exit(10s);
+  client.join();
+  INFO(r.process->transcript());
+  CHECK(st.exited);
+  CHECK(st.code == 1);
+  CHECK(waiting.status == 0);  // cut off: no 503, no answer at all
+  CHECK_THAT(r.process->out(), Catch::Contains("2 abandoned"));
+  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=waiting (handling the request)"));
+  CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=blocked (writing, attempt 1)"));
+  CHECK(r.process->err().find("cancelled:") == std::string::npos);
+}
+
+TEST_CASE("020 to 050: when the listener fails after ready, the stage exits 1 with a clear line") {
+  auto name = GENERATE(from_range(kStages.begin() + 1, kStages.end()));
+  INFO(name);
+  testkit::RedisServer redis;
+  auto r = start(name, redis, {"--work-ms", "0"});
+  REQUIRE(post(r.port, "/incr?id=before").ok());  // serving
+  if (auto why = break_listener(r.process->pid(), r.port)) {
+    WARN("SKIPPED: " << *why);
+    return;
+  }
+  auto status = r.process->wait_exit(scaled(5000ms));
+  INFO(r.process->transcript());
+  REQUIRE(status);
+  CHECK(status->exited);
+  CHECK(status->code == 1);
+  CHECK_THAT(r.process->err(), Catch::Contains("error: the HTTP server"));
+}
+
+TEST_CASE("010 naive: when the listener fails after ready, it exits 0 and says nothing") {
+  testkit::RedisServer redis;
+  auto r = start("010-naive-exit", redis, {"--work-ms", "0"});
+  REQUIRE(post(r.port, "/incr?id=before").ok());
+  if (auto why = break_listener(r.process->pid(), r.port)) {
+    WARN("SKIPPED: " << *why);
+    return;
+  }
+  auto status = r.process->wait_exit(scaled(5000ms));
+  INFO(r.process->transcript());
+  REQUIRE(status);
+  CHECK(status->ok());
+  CHECK(r.process->err().empty());
 }

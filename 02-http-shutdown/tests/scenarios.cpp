@@ -10,7 +10,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 namespace ch02 {
@@ -19,11 +22,15 @@ using namespace std::chrono_literals;
 using testkit::Clock;
 using testkit::scaled;
 
-const std::vector<std::string> kStages = {"010-naive-exit", "020-stop-on-signal", "030-track-background-work",
-                                          "040-shutdown-deadline", "050-drain-first"};
+const std::vector<std::string> kStages = {"010-naive-exit",        "020-stop-on-signal",         "030-track-background-work",
+                                          "033-second-signal",     "036-hard-deadline",          "040-shutdown-deadline",
+                                          "045-close-idle-connections", "050-drain-first"};
 
 std::string stage(const std::string& name) { return testkit::stage_binary(CHAPTER_BIN_DIR, name); }
-bool has_deadline(const std::string& name) { return name >= "040"; }
+bool second_signal_forces_exit(const std::string& name) { return name >= "033"; }
+bool has_deadline(const std::string& name) { return name >= "036"; }
+bool cancels(const std::string& name) { return name >= "040"; }
+bool closes_idle(const std::string& name) { return name >= "045"; }
 bool drains_first(const std::string& name) { return name >= "050"; }
 
 namespace {
@@ -75,14 +82,44 @@ Stop finish(testkit::Process& p, Clock::time_point signalled, milliseconds bound
   return s;
 }
 
+// Whether a thread of `pid` is blocked where cpp-httplib 0.11's own
+// connection loop (010-040) waits for the next request on a keep-alive
+// connection: its keep_alive() polls the one socket in rounds of
+// poll(fds, 1, 10 ms) (a 1 ms sleep between rounds), and nothing else in
+// these stages polls with that timeout (socket reads and writes use 5 s).
+// /proc/PID/task/TID/syscall shows "7 <fds> 0x1 0xa ..." (x86-64: poll).
+bool in_keep_alive_wait(pid_t pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool found = false;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(dir + "/" + e->d_name + "/syscall");
+    std::string nr, fds, nfds, timeout;
+    if (in >> nr >> fds >> nfds >> timeout && nr == "7" && nfds == "0x1" && timeout == "0xa") found = true;
+  }
+  ::closedir(d);
+  return found;
+}
+
 // After a response, the server's connection thread goes back to waiting for
 // the next request; a stop() before it gets there closes the connection at
-// once. "Idle" means it got there. 050 (with --trace) says so for each
+// once. "Idle" means it got there. 045/050 (with --trace) say so for each
 // connection: once when it is accepted, once after each response. In
-// cpp-httplib's own loop (010-040) nothing observable says so: a pause.
+// cpp-httplib's own loop (010-040), the thread is seen blocked in that
+// wait's poll() (one keep-alive connection: the response has been read, so
+// the thread is past it and waits for the next request).
 void let_connection_go_idle(const std::string& name, testkit::Process& p, int responses) {
-  if (!drains_first(name)) {
-    std::this_thread::sleep_for(scaled(200ms));
+  if (!closes_idle(name)) {
+#if defined(__x86_64__)
+    for (auto end = Clock::now() + scaled(5s); !in_keep_alive_wait(p.pid());) {
+      if (Clock::now() > end) throw testkit::Failure(name + ": no thread waits for a keep-alive request");
+      std::this_thread::sleep_for(1ms);
+    }
+#else
+    std::this_thread::sleep_for(scaled(200ms));  // no poll(2) to look for: a pause
+#endif
     return;
   }
   for (int i = 0; i <= responses; ++i) p.expect_line("waiting for a request", 5s);
@@ -222,10 +259,10 @@ TrafficFirst stop_taking_traffic(const std::string& name) {
     std::this_thread::sleep_for(10ms);
   }
   if (name != "010-naive-exit") r.process->expect_line("listener closed", 5s);
-  // 050 closed it (--trace says so, before or after "listener closed").
-  for (auto end = Clock::now() + scaled(5s); drains_first(name);) {
+  // 045/050 closed it (--trace says so, before or after "listener closed").
+  for (auto end = Clock::now() + scaled(5s); closes_idle(name);) {
     if (r.process->out().find("closed while idle") != std::string::npos) break;
-    if (Clock::now() > end) throw testkit::Failure("050 never closed the idle connection:\n" + r.process->transcript());
+    if (Clock::now() > end) throw testkit::Failure(name + " never closed the idle connection:\n" + r.process->transcript());
     std::this_thread::sleep_for(2ms);
   }
   out.keep_alive_after_close = keep.get("/healthz");
@@ -239,7 +276,9 @@ Stuck sigterm_with_stuck_handler(const std::string& name) {
   Stuck out;
   std::vector<std::string> extra = {"--work-ms", "0", "--handler-ms", "60000", "--trace"};
   if (has_deadline(name)) {
-    out.deadline_ms = scaled(1000ms).count();
+    // 2 s: its last tenth (200 ms) is the handler's time to notice the
+    // cancellation; 100 ms failed on a machine with a load average of 19.
+    out.deadline_ms = scaled(2000ms).count();
     extra.insert(extra.end(), {"--shutdown-timeout-ms", std::to_string(out.deadline_ms)});
   }
   if (drains_first(name)) extra.insert(extra.end(), {"--drain-delay-ms", "100"});
@@ -310,6 +349,26 @@ void wait_sockets(pid_t pid, int at_least, milliseconds timeout) {
   }
 }
 
+// How many connections to `port` have bytes the stage has not read yet
+// (established, receive queue non-empty), from /proc/PID/net/tcp.
+int unread_connections(pid_t pid, int port) {
+  char local_port[8];
+  std::snprintf(local_port, sizeof local_port, ":%04X", port);
+  std::ifstream tcp("/proc/" + std::to_string(pid) + "/net/tcp");
+  std::string line;
+  int n = 0;
+  while (std::getline(tcp, line)) {
+    std::istringstream fields(line);
+    std::string sl, local, remote, st, queues;
+    if (!(fields >> sl >> local >> remote >> st >> queues)) continue;
+    const auto colon = queues.find(':');
+    if (colon == std::string::npos) continue;
+    const bool mine = local.size() >= 5 && local.compare(local.size() - 5, 5, local_port) == 0;
+    if (mine && st == "01" && std::stoul(queues.substr(colon + 1), nullptr, 16) > 0) ++n;
+  }
+  return n;
+}
+
 }  // namespace
 
 IdleRace race_idle_close(const std::string& name, int rounds, int connections) {
@@ -374,7 +433,13 @@ Queued sigterm_with_queued_connections(const std::string& name, int threads, int
       KeepAlive c(r.port, scaled(15s));
       out.responses[static_cast<std::size_t>(i)] = c.incr("q" + std::to_string(i));
     });
-  wait_sockets(r.process->pid(), before + idle + queued, 10s);  // all accepted, requests sent
+  wait_sockets(r.process->pid(), before + idle + queued, 10s);  // all accepted
+  // ... and every queued request has arrived: it waits, unread, in its
+  // connection's receive queue (no worker thread has read it yet).
+  for (auto deadline = Clock::now() + scaled(10s); unread_connections(r.process->pid(), r.port) < queued;) {
+    if (Clock::now() > deadline) throw testkit::Failure("precondition failed: the queued requests never arrived");
+    std::this_thread::sleep_for(2ms);
+  }
   const auto t = r.process->send_signal(SIGTERM);
   for (auto& th : clients) th.join();
   for (auto& c : idlers) c->close();

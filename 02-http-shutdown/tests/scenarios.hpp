@@ -23,7 +23,10 @@ using testkit::milliseconds;
 
 std::string stage(const std::string& name);    // path of a binary of this chapter
 extern const std::vector<std::string> kStages;  // 010 .. 050
-bool has_deadline(const std::string& name);     // 040, 050: --shutdown-timeout-ms
+bool second_signal_forces_exit(const std::string& name);  // 033 on
+bool has_deadline(const std::string& name);     // 036 on: --shutdown-timeout-ms
+bool cancels(const std::string& name);          // 040 on: cancellation before the deadline
+bool closes_idle(const std::string& name);      // 045 on: its own connection loop (--trace: "conn:" lines)
 bool drains_first(const std::string& name);     // 050: --drain-delay-ms
 
 // How long a load balancer keeps sending traffic to an instance after its
@@ -114,8 +117,8 @@ struct TrafficFirst {
 TrafficFirst stop_taking_traffic(const std::string& name);
 
 // D: a handler that never finishes (--handler-ms 60000). SIGTERM, and if the
-// stage is still running at the bound, a second SIGTERM. 040/050 run with
-// --shutdown-timeout-ms 1000 (scaled).
+// stage is still running at the bound, a second SIGTERM. 036 to 050 run with
+// --shutdown-timeout-ms 2000 (scaled).
 struct Stuck {
   Stop stop;
   long long deadline_ms = 0;           // the configured deadline (040/050)

@@ -45,8 +45,29 @@ TEST_CASE("030 track: SIGTERM stops it and it exits 0 once the pending writes ar
   CHECK(o.stop.stop_ms < bound_ms(4000));
 }
 
+TEST_CASE("033 second-signal: SIGTERM stops it and it exits 0 once the pending writes are done") {
+  auto o = sigterm_with_pending_writes("033-second-signal");
+  INFO(o.stop.transcript);
+  CHECK(o.stop.exited_ok());
+  CHECK(o.stop.stop_ms < bound_ms(4000));
+}
+
+TEST_CASE("036 hard-deadline: SIGTERM stops it and it exits 0 within its deadline") {
+  auto o = sigterm_with_pending_writes("036-hard-deadline");
+  INFO(o.stop.transcript);
+  CHECK(o.stop.exited_ok());
+  CHECK(o.stop.stop_ms < bound_ms(4000));
+}
+
 TEST_CASE("040 deadline: SIGTERM stops it and it exits 0 within its deadline") {
   auto o = sigterm_with_pending_writes("040-shutdown-deadline");
+  INFO(o.stop.transcript);
+  CHECK(o.stop.exited_ok());
+  CHECK(o.stop.stop_ms < bound_ms(4000));
+}
+
+TEST_CASE("045 close-idle: SIGTERM stops it and it exits 0 within its deadline") {
+  auto o = sigterm_with_pending_writes("045-close-idle-connections");
   INFO(o.stop.transcript);
   CHECK(o.stop.exited_ok());
   CHECK(o.stop.stop_ms < bound_ms(4000));
@@ -92,8 +113,32 @@ TEST_CASE("030 track: every write acknowledged before SIGTERM is persisted") {
   CHECK(o.report.duplicated == 0);
 }
 
+TEST_CASE("033 second-signal: every write acknowledged before SIGTERM is persisted") {
+  auto o = sigterm_with_pending_writes("033-second-signal");
+  INFO(o.stop.transcript << o.report.render({}));
+  REQUIRE(o.acked_before_signal == 15);
+  CHECK(o.report.lost == 0);
+  CHECK(o.report.persisted == o.report.acknowledged);
+}
+
+TEST_CASE("036 hard-deadline: every write acknowledged before SIGTERM is persisted") {
+  auto o = sigterm_with_pending_writes("036-hard-deadline");
+  INFO(o.stop.transcript << o.report.render({}));
+  REQUIRE(o.acked_before_signal == 15);
+  CHECK(o.report.lost == 0);
+  CHECK(o.report.persisted == o.report.acknowledged);
+}
+
 TEST_CASE("040 deadline: every write acknowledged before SIGTERM is persisted") {
   auto o = sigterm_with_pending_writes("040-shutdown-deadline");
+  INFO(o.stop.transcript << o.report.render({}));
+  REQUIRE(o.acked_before_signal == 15);
+  CHECK(o.report.lost == 0);
+  CHECK(o.report.persisted == o.report.acknowledged);
+}
+
+TEST_CASE("045 close-idle: every write acknowledged before SIGTERM is persisted") {
+  auto o = sigterm_with_pending_writes("045-close-idle-connections");
   INFO(o.stop.transcript << o.report.render({}));
   REQUIRE(o.acked_before_signal == 15);
   CHECK(o.report.lost == 0);
@@ -132,8 +177,29 @@ TEST_CASE("030 track: a request inside its handler at SIGTERM gets its 200") {
   CHECK(o.stop.exited_ok());
 }
 
+TEST_CASE("033 second-signal: a request inside its handler at SIGTERM gets its 200") {
+  auto o = sigterm_with_request_in_flight("033-second-signal");
+  INFO(o.stop.transcript);
+  CHECK(o.response.str() == "200");
+  CHECK(o.stop.exited_ok());
+}
+
+TEST_CASE("036 hard-deadline: a request inside its handler at SIGTERM gets its 200") {
+  auto o = sigterm_with_request_in_flight("036-hard-deadline");
+  INFO(o.stop.transcript);
+  CHECK(o.response.str() == "200");
+  CHECK(o.stop.exited_ok());
+}
+
 TEST_CASE("040 deadline: a request inside its handler at SIGTERM gets its 200") {
   auto o = sigterm_with_request_in_flight("040-shutdown-deadline");
+  INFO(o.stop.transcript);
+  CHECK(o.response.str() == "200");
+  CHECK(o.stop.exited_ok());
+}
+
+TEST_CASE("045 close-idle: a request inside its handler at SIGTERM gets its 200") {
+  auto o = sigterm_with_request_in_flight("045-close-idle-connections");
   INFO(o.stop.transcript);
   CHECK(o.response.str() == "200");
   CHECK(o.stop.exited_ok());
@@ -170,12 +236,46 @@ TEST_CASE("030 track: a handler that never returns keeps it running, and a secon
   CHECK_FALSE(o.stop.status);
 }
 
+TEST_CASE("033 second-signal: a handler that never returns keeps it running until a second SIGTERM forces exit 1, naming the id") {
+  auto o = sigterm_with_stuck_handler("033-second-signal");
+  INFO(o.stop.transcript);
+  CHECK(o.second_signal_sent);  // the first one alone did not end it
+  REQUIRE(o.stop.status);
+  CHECK(o.stop.status->exited);
+  CHECK(o.stop.status->code == 1);
+  CHECK_THAT(o.stop.transcript, Catch::Contains("abandoned: id=stuck"));
+}
+
+TEST_CASE("036 hard-deadline: a handler that would never return is abandoned at the deadline, not cancelled, reported by id, exit 1") {
+  auto o = sigterm_with_stuck_handler("036-hard-deadline");
+  INFO(o.stop.transcript);
+  REQUIRE(o.stop.status);
+  CHECK_FALSE(o.second_signal_sent);
+  CHECK(o.stop.status->exited);
+  CHECK(o.stop.status->code == 1);
+  CHECK(o.stop.stop_ms >= o.deadline_ms - 50);  // nothing asked it to stop earlier
+  CHECK(o.stop.stop_ms < o.deadline_ms + bound_ms(1000));
+  CHECK(o.stuck_reported);
+  CHECK_FALSE(o.cancelled_reported);
+}
+
 TEST_CASE("040 deadline: a handler that would never return is cancelled at the deadline, reported by id, exit 1") {
   auto o = sigterm_with_stuck_handler("040-shutdown-deadline");
   INFO(o.stop.transcript);
   REQUIRE(o.stop.status);
   CHECK_FALSE(o.second_signal_sent);
   CHECK(o.stop.status->exited);
+  CHECK(o.stop.status->code == 1);
+  CHECK(o.stop.stop_ms >= o.deadline_ms * 9 / 10 - 50);  // cancelled in the deadline's last tenth
+  CHECK(o.stop.stop_ms < o.deadline_ms + bound_ms(1000));
+  CHECK(o.cancelled_reported);
+}
+
+TEST_CASE("045 close-idle: a handler that would never return is cancelled at the deadline, reported by id, exit 1") {
+  auto o = sigterm_with_stuck_handler("045-close-idle-connections");
+  INFO(o.stop.transcript);
+  REQUIRE(o.stop.status);
+  CHECK_FALSE(o.second_signal_sent);
   CHECK(o.stop.status->code == 1);
   CHECK(o.stop.stop_ms >= o.deadline_ms * 9 / 10 - 50);  // cancelled in the deadline's last tenth
   CHECK(o.stop.stop_ms < o.deadline_ms + bound_ms(1000));
@@ -219,12 +319,38 @@ TEST_CASE("030 track: refuses new connections at once (no 503 first), and an idl
   CHECK(o.keep_alive_after_close.str() == "200");
 }
 
+TEST_CASE("033 second-signal: refuses new connections at once (no 503 first), and an idle keep-alive connection is still served after it closed") {
+  auto o = stop_taking_traffic("033-second-signal");
+  INFO(o.stop.transcript);
+  CHECK(o.refused_after_ms >= 0);
+  CHECK(o.refused_after_ms < lb_lag().count());  // refused while the load balancer still sends
+  CHECK(o.keep_alive_after_close.str() == "200");
+}
+
+TEST_CASE("036 hard-deadline: refuses new connections at once (no 503 first), and an idle keep-alive connection is still served after it closed") {
+  auto o = stop_taking_traffic("036-hard-deadline");
+  INFO(o.stop.transcript);
+  CHECK(o.refused_after_ms >= 0);
+  CHECK(o.refused_after_ms < lb_lag().count());  // refused while the load balancer still sends
+  CHECK(o.keep_alive_after_close.str() == "200");
+}
+
 TEST_CASE("040 deadline: refuses new connections at once (no 503 first), and an idle keep-alive connection is still served after it closed") {
   auto o = stop_taking_traffic("040-shutdown-deadline");
   INFO(o.stop.transcript);
   CHECK(o.refused_after_ms >= 0);
   CHECK(o.refused_after_ms < lb_lag().count());  // refused while the load balancer still sends
   CHECK(o.keep_alive_after_close.str() == "200");
+}
+
+TEST_CASE("045 close-idle: refuses new connections at once (no 503 first), but closes the idle keep-alive connection") {
+  auto o = stop_taking_traffic("045-close-idle-connections");
+  INFO(o.stop.transcript);
+  CHECK(o.refused_after_ms >= 0);
+  CHECK(o.refused_after_ms < lb_lag().count());  // refused while the load balancer still sends
+  CHECK_FALSE(o.readiness_503);
+  CHECK_FALSE(o.keep_alive_after_close.ok());
+  CHECK(o.stop.exited_ok());
 }
 
 TEST_CASE("050 drain-first: /readyz says 503 while requests are still served, and idle keep-alive connections are closed") {
@@ -248,8 +374,10 @@ TEST_CASE("040 deadline: an idle keep-alive connection holds the exit for cpp-ht
   CHECK(o.idle_ms >= 4900);
 }
 
-TEST_CASE("050 drain-first: an idle keep-alive connection is closed at once and the exit is prompt") {
-  auto o = sigterm_with_idle_keep_alive("050-drain-first");
+TEST_CASE("045 and 050: an idle keep-alive connection is closed at once and the exit is prompt") {
+  auto name = GENERATE(as<std::string>{}, "045-close-idle-connections", "050-drain-first");
+  INFO(name);
+  auto o = sigterm_with_idle_keep_alive(name);
   INFO(o.stop.transcript);
   CHECK(o.stop.exited_ok());
   CHECK(o.stop.stop_ms < bound_ms(1000));
@@ -281,11 +409,14 @@ TEST_CASE("050 drain-first: responses sent while draining carry one Connection: 
 
 // --- second signal ---------------------------------------------------------------
 
-TEST_CASE("040 and 050: a second SIGTERM during the graceful stop forces exit 1 and reports what it abandons") {
-  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+TEST_CASE("033 to 050: a second SIGTERM during the graceful stop forces exit 1 and reports what it abandons") {
+  auto name = GENERATE(as<std::string>{}, "033-second-signal", "036-hard-deadline", "040-shutdown-deadline",
+                       "045-close-idle-connections", "050-drain-first");
   INFO(name);
   testkit::RedisServer redis;
-  auto r = start(name, redis, {"--work-ms", "0", "--handler-ms", "60000", "--trace", "--shutdown-timeout-ms", "60000"});
+  std::vector<std::string> extra = {"--work-ms", "0", "--handler-ms", "60000", "--trace"};
+  if (has_deadline(name)) extra.insert(extra.end(), {"--shutdown-timeout-ms", "60000"});
+  auto r = start(name, redis, extra);
   std::thread client([&] { post(r.port, "/incr?id=stuck", 70s); });
   r.process->expect_line("incr: id=stuck started", 5s);
   r.process->send_signal(SIGTERM);
@@ -301,11 +432,14 @@ TEST_CASE("040 and 050: a second SIGTERM during the graceful stop forces exit 1 
   CHECK_THAT(r.process->err(), Catch::Contains("abandoned: id=stuck"));
 }
 
-TEST_CASE("040 and 050: a SIGINT after the SIGTERM was taken forces exit 1 too, with no window that merges them") {
-  auto name = GENERATE(as<std::string>{}, "040-shutdown-deadline", "050-drain-first");
+TEST_CASE("033 to 050: a SIGINT after the SIGTERM was taken forces exit 1 too, with no window that merges them") {
+  auto name = GENERATE(as<std::string>{}, "033-second-signal", "036-hard-deadline", "040-shutdown-deadline",
+                       "045-close-idle-connections", "050-drain-first");
   INFO(name);
   testkit::RedisServer redis;
-  auto r = start(name, redis, {"--work-ms", std::to_string(bound_ms(5000)), "--shutdown-timeout-ms", "60000"});
+  std::vector<std::string> extra = {"--work-ms", std::to_string(bound_ms(5000))};
+  if (has_deadline(name)) extra.insert(extra.end(), {"--shutdown-timeout-ms", "60000"});
+  auto r = start(name, redis, extra);
   REQUIRE(post(r.port, "/incr?id=pending").ok());  // its write waits --work-ms
   r.process->send_signal(SIGTERM);
   r.process->expect_line("send it again to force the exit", 5s);
@@ -320,8 +454,10 @@ TEST_CASE("040 and 050: a SIGINT after the SIGTERM was taken forces exit 1 too, 
 
 // --- every request answered or never executed ---------------------------------
 
-TEST_CASE("050 drain-first: a request racing the idle-connection close is either answered or never executed") {
-  auto o = race_idle_close("050-drain-first", 150, 4);
+TEST_CASE("045 and 050: a request racing the idle-connection close is either answered or never executed") {
+  auto name = GENERATE(as<std::string>{}, "045-close-idle-connections", "050-drain-first");
+  INFO(name);
+  auto o = race_idle_close(name, 150, 4);
   INFO(o.last_transcript);
   INFO("rounds " << o.rounds << ", sent " << o.sent << ", answered " << o.answered);
   REQUIRE(o.rounds >= 50);  // hundreds of races, within the time budget
@@ -329,8 +465,9 @@ TEST_CASE("050 drain-first: a request racing the idle-connection close is either
   CHECK(o.answered_lost == std::vector<std::string>{});
 }
 
-TEST_CASE("020, 030, 040: with more keep-alive clients than threads, requests queued before SIGTERM are dropped unread, with exit 0") {
-  auto name = GENERATE(as<std::string>{}, "020-stop-on-signal", "030-track-background-work", "040-shutdown-deadline");
+TEST_CASE("020 to 040: with more keep-alive clients than threads, requests queued before SIGTERM are dropped unread, with exit 0") {
+  auto name = GENERATE(as<std::string>{}, "020-stop-on-signal", "030-track-background-work", "033-second-signal",
+                       "036-hard-deadline", "040-shutdown-deadline");
   INFO(name);
   auto o = sigterm_with_queued_connections(name, 2, 2, 6);
   INFO(o.stop.transcript);
@@ -339,8 +476,10 @@ TEST_CASE("020, 030, 040: with more keep-alive clients than threads, requests qu
   CHECK(o.persisted == o.answered);
 }
 
-TEST_CASE("050 drain-first: with 4x more keep-alive clients than threads, every request sent before SIGTERM is answered") {
-  auto o = sigterm_with_queued_connections("050-drain-first", 2, 2, 6);
+TEST_CASE("045 and 050: with 4x more keep-alive clients than threads, every request sent before SIGTERM is answered") {
+  auto name = GENERATE(as<std::string>{}, "045-close-idle-connections", "050-drain-first");
+  INFO(name);
+  auto o = sigterm_with_queued_connections(name, 2, 2, 6);
   INFO(o.stop.transcript);
   for (const auto& h : o.responses) CHECK(h.str() == "200");
   CHECK(o.answered == 6);
