@@ -248,9 +248,13 @@ TrafficFirst stop_taking_traffic(const std::string& name) {
   // What a load balancer that has not yet noticed sees: poll readiness and
   // send work, on fresh connections, until the server refuses them.
   for (int n = 0; ms_since(t) < scaled(5000ms).count(); ++n) {
+    // The moment the probe was sent: a probe the dying process had already
+    // accepted ends by its own timeout, which says nothing about when the
+    // server stopped answering.
+    const auto sent_ms = ms_since(t);
     Http ready = get(r.port, "/readyz", 1s);
     if (ready.status == 0) {
-      out.refused_after_ms = ms_since(t);
+      out.refused_after_ms = sent_ms;
       break;
     }
     if (ready.status == 503) out.readiness_503 = true;
