@@ -125,3 +125,27 @@ function(add_chapter_timelines)
   add_test(NAME "${label}: timelines" COMMAND bash -c "${script}")
   set_tests_properties("${label}: timelines" PROPERTIES LABELS "${label};timelines" TIMEOUT 300 SKIP_RETURN_CODE 77)
 endfunction()
+
+# The README's table of neighbour diffs must say what `diff -u A B | wc -l`
+# says for every pair of neighbouring stages (testkit/tools/diff_table_check).
+#   add_chapter_diff_table([DIR subdir FILES f...] [COMPARE B=A...])
+# DIR and FILES: the stages are DIR's subdirectories, compared file by file.
+# COMPARE: stage B is measured against stage A, not against its predecessor.
+function(add_chapter_diff_table)
+  cmake_parse_arguments(ARG "" "DIR" "FILES;COMPARE" ${ARGN})
+  _gs_chapter_label(label)
+  set(dir "${CMAKE_CURRENT_SOURCE_DIR}")
+  if(ARG_DIR)
+    set(dir "${dir}/${ARG_DIR}")
+  endif()
+  set(args "${CMAKE_CURRENT_SOURCE_DIR}/README.md" "${dir}")
+  if(ARG_FILES)
+    list(APPEND args --dirs ${ARG_FILES})
+  endif()
+  foreach(pair ${ARG_COMPARE})
+    list(APPEND args --compare ${pair})
+  endforeach()
+  set(name "${label}: README: the neighbour-diff table matches diff -u | wc -l")
+  add_test(NAME "${name}" COMMAND diff-table-check ${args})
+  set_tests_properties("${name}" PROPERTIES LABELS "${label}" TIMEOUT 60)
+endfunction()
