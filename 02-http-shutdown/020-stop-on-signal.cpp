@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
   const int bound = port == 0 ? svr.bind_to_any_port(listen) : (svr.bind_to_port(listen, port) ? port : -1);
   if (bound < 0) {
     std::fprintf(stderr, "error: --port: cannot listen on %s:%d (address in use?)\n", listen.c_str(), port);
-    return 1;
+    return 2;
   }
   Clock::time_point signalled{};  // written by the signal thread, read after join()
   std::thread signals(signal_thread, std::ref(svr), std::ref(signalled));

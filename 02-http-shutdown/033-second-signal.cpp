@@ -252,7 +252,7 @@ int main(int argc, char** argv) {
   const int bound = port == 0 ? svr.bind_to_any_port(listen) : (svr.bind_to_port(listen, port) ? port : -1);
   if (bound < 0) {
     std::fprintf(stderr, "error: --port: cannot listen on %s:%d (address in use?)\n", listen.c_str(), port);
-    return 1;
+    return 2;
   }
   std::jthread signals(signal_loop, state);
   // The listener is watched for the whole run: if it fails before a stop

@@ -124,7 +124,7 @@ TEST_CASE("every stage listens on the --listen address, and only there") {
   }
 }
 
-TEST_CASE("every stage exits 1 with a clear message when its port is in use") {
+TEST_CASE("every stage exits 2 with a clear message when its port is in use") {
   testkit::RedisServer redis;
   BusyPort busy;
   for (auto& s : stages()) {
@@ -133,7 +133,7 @@ TEST_CASE("every stage exits 1 with a clear message when its port is in use") {
     auto status = p.expect_exit(milliseconds(5000));
     INFO(p.transcript());
     REQUIRE(status.exited);
-    REQUIRE(status.code == 1);
+    REQUIRE(status.code == 2);  // like any other bad flag value
     REQUIRE(p.err().find("error: --port: cannot listen on 127.0.0.1:" + std::to_string(busy.port)) !=
             std::string::npos);
     REQUIRE(p.out().find("ready") == std::string::npos);
