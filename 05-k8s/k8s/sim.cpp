@@ -13,6 +13,8 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -598,11 +600,36 @@ std::string failure_summary(const SimResult& r) {
          ", other " + std::to_string(other);
 }
 
+// A simulation killed by SIGKILL (a test's timeout, the machine shutting
+// the job down) cannot delete its namespace. Namespaces are named after the
+// pid of the process that made them: delete those whose process is gone,
+// with anything still running inside them (silently: transcripts of the
+// tour must not depend on what an earlier run left behind).
+void remove_stale_namespaces() {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("gs-k8s-", 0) != 0) continue;
+    const auto dash = name.find('-', 7);
+    const pid_t owner = static_cast<pid_t>(std::atol(name.substr(7, dash - 7).c_str()));
+    if (owner <= 0 || owner == ::getpid() || ::kill(owner, 0) == 0 || errno != ESRCH) continue;
+    try {
+      auto listed = testkit::run_to_exit({tool("ip"), "netns", "pids", name});
+      std::istringstream in(listed.out);
+      for (pid_t pid; in >> pid;) ::kill(pid, SIGKILL);
+      testkit::run_to_exit({tool("ip"), "netns", "del", name});
+    } catch (...) {
+    }
+  }
+}
+
 std::string netns_unavailable() {
   if (::geteuid() != 0) return "network namespaces need root (ip netns add)";
   try {
     tool("ip");
     tool("nft");
+    static std::once_flag swept;
+    std::call_once(swept, remove_stale_namespaces);
     Netns probe;
   } catch (const std::exception& e) {
     return std::string("cannot create a network namespace with nftables: ") + e.what();
@@ -636,6 +663,13 @@ void abort_simulations() {
     namespaces = g_namespaces;
   }
   for (pid_t pid : pids) ::kill(pid, SIGKILL);
+  // A namespace still being set up is not registered yet: take every one
+  // named after this process (what escapes even this, made in the instant
+  // before the exit, the next run removes: remove_stale_namespaces()).
+  std::error_code ec;
+  const std::string own = "gs-k8s-" + std::to_string(::getpid()) + "-";
+  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec))
+    if (entry.path().filename().string().rfind(own, 0) == 0) namespaces.insert(entry.path().filename().string());
   for (const auto& name : namespaces) {
     try {
       // Whatever else lives in the namespace (Redis, probes): every process

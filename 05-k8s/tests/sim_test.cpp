@@ -4,9 +4,23 @@
 // Needs root (a network namespace with nftables): SKIPPED otherwise.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "k8s/sim.hpp"
+#include "testkit/process.hpp"
+
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -112,4 +126,95 @@ TEST_CASE("sim 040-native-sleep http: nothing failed or lost, exit 0 within grac
 }
 TEST_CASE("sim 040-native-sleep grpc: no RPC failed UNAVAILABLE, exit 0 within grace") {
   if (!skip()) clean_grpc("040-native-sleep");
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The namespaces a simulator process made (named gs-k8s-PID-N), with the
+// processes living in each.
+std::map<std::string, std::vector<pid_t>> namespaces_of(pid_t sim) {
+  std::map<std::string, std::vector<pid_t>> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/run/netns", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("gs-k8s-" + std::to_string(sim) + "-", 0) != 0) continue;
+    auto listed = testkit::run_to_exit({"ip", "netns", "pids", name});
+    std::istringstream in(listed.out);
+    auto& pids = found[name];
+    for (pid_t pid; in >> pid;) pids.push_back(pid);
+  }
+  return found;
+}
+
+bool gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");  // a zombie is gone too
+  std::string text((std::istreambuf_iterator<char>(stat)), {});
+  const auto paren = text.rfind(')');
+  return paren != std::string::npos && text.compare(paren + 2, 1, "Z") == 0;
+}
+
+std::string comm(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(in, name);
+  return name;
+}
+
+// Waits (bounded) until the simulator has its namespace with a pod or Redis
+// running in it (not only the `ip` and `nft` runs that set a namespace up).
+std::map<std::string, std::vector<pid_t>> wait_for_pods(testkit::Process& sim) {
+  const auto until = testkit::Clock::now() + testkit::scaled(20s);
+  while (testkit::Clock::now() < until) {
+    auto found = namespaces_of(sim.pid());
+    for (const auto& [name, pids] : found)
+      for (pid_t pid : pids)
+        if (const auto c = comm(pid); c == "redis-server" || c.rfind("050-", 0) == 0) return found;
+    REQUIRE(sim.running());
+    std::this_thread::sleep_for(20ms);  // polling for the namespace, not a pause standing in for it
+  }
+  FAIL("the simulator never started its pods:\n" << sim.transcript());
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("k8s-sim: SIGTERM stops every pod and deletes the namespace, and the next run cleans up after a SIGKILLed one") {
+  if (skip()) return;
+  const std::vector<std::string> argv{K8S_SIM, "--variant", std::string(CHAPTER_SOURCE_DIR) + "/manifests/030-drain",
+                                      "--deployment", "http"};
+  // A simulator SIGKILLed mid-run cannot clean up: its namespace and the
+  // processes in it stay behind.
+  testkit::Process killed(argv);
+  const auto left = wait_for_pods(killed);
+  killed.kill();
+  for (const auto& [name, pids] : left) {
+    INFO(name);
+    REQUIRE(fs::exists("/run/netns/" + name));  // precondition: left behind
+  }
+
+  // The next run removes them before it starts its own pods.
+  testkit::Process next(argv);
+  const auto own = wait_for_pods(next);
+  for (const auto& [name, pids] : left) {
+    INFO(name);
+    CHECK_FALSE(fs::exists("/run/netns/" + name));
+    for (pid_t pid : pids) CHECK(gone(pid));
+  }
+
+  // SIGTERM: the simulator stops its pods and deletes its namespace itself.
+  next.send_signal(SIGTERM);
+  const auto status = next.expect_exit(testkit::scaled(20s));
+  INFO(next.transcript());
+  CHECK(status.exited);
+  CHECK(status.code == 1);
+  CHECK_THAT(next.err(), Catch::Contains("SIGTERM, stopping the pods and deleting the namespace"));
+  CHECK(namespaces_of(next.pid()).empty());
+  for (const auto& [name, pids] : own)
+    for (pid_t pid : pids) {
+      INFO(name << " pid " << pid);
+      CHECK(gone(pid));
+    }
 }
