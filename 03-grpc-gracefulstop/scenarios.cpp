@@ -467,6 +467,9 @@ const std::vector<Stage>& stages() {
       {"060-connection-age",
        {"--shutdown-timeout-ms", std::to_string(budget040.count()), "--drain-ms", std::to_string(drain.count())},
        budget040},
+      {"070-quick-exit",
+       {"--shutdown-timeout-ms", std::to_string(budget040.count()), "--drain-ms", std::to_string(drain.count())},
+       budget040},
   };
   return all;
 }

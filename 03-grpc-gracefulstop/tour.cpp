@@ -62,7 +62,7 @@ int main() {
 
     board.add_note("under load: 40 Work RPCs of 400 ms at 50/s, SIGTERM once 10 run on the server; the client");
     board.add_note("  polls health and holds back new RPCs once it reads NOT_SERVING. lost = started, never persisted.");
-    board.add_note("bounded: one Ticks stream open at SIGTERM; budgets: 023 to 030 1000 ms, 040 to 060 1500 ms (300 ms drain).");
+    board.add_note("bounded: one Ticks stream open at SIGTERM; budgets: 023 to 030 1000 ms, 040 to 070 1500 ms (300 ms drain).");
     // The Ticks stream ends at 023's deadline; a Work that sleeps through it does not.
     for (const char* prefix : {"023", "025-"}) {
       const Stage& s = stage(prefix);

@@ -8,10 +8,12 @@
 // deliberate wait, not overhead), start hold-client with one Work RPC of
 // --work-ms, SIGTERM the server once the call runs, and subtract the reply's
 // CLOCK_MONOTONIC time (printed by hold-client) from the server's exit time
-// (pidfd). Three kinds of callers: one that keeps its channel open, one that
-// closes it after the reply, and the first plus a second long-lived client
-// that connected and stayed idle. Budget 3000 ms. Prints p50 / p90 / max per
-// stage and kind, and the ratio of each p50 to the closing client's.
+// (pidfd). Four kinds of callers: one that closes its channel after the
+// reply, one that keeps it open and idle, one that keeps it open and keeps
+// sending (a Work of 0 ms every 5 ms, from before the stop to after the
+// exit), and the second plus another long-lived client that connected and
+// stayed idle. Budget 3000 ms. Prints p50 / p90 / max per stage and kind,
+// and the ratio of each p50 to the closing client's.
 #include <signal.h>
 
 #include <algorithm>
@@ -35,17 +37,24 @@ double percentile(std::vector<double> v, int p) {
 }
 
 // One run: microseconds from the reply to the server's exit.
-enum class Kind { keeps, closes, keeps_plus_idle };
+enum class Kind { closes, keeps, keeps_sending, keeps_plus_idle };
 const char* name(Kind k) {
-  return k == Kind::keeps ? "client keeps channel" : k == Kind::closes ? "client closes" : "keeps + 1 idle client";
+  switch (k) {
+    case Kind::closes: return "client closes";
+    case Kind::keeps: return "client keeps channel";
+    case Kind::keeps_sending: return "client keeps sending";
+    case Kind::keeps_plus_idle: return "keeps + 1 idle client";
+  }
+  return "";
 }
 
 double one_run(const std::string& stage, const std::string& hold_client, testkit::RedisServer& redis,
                long long work_ms, Kind kind) {
   std::vector<std::string> args = {"--shutdown-timeout-ms", "3000"};
-  const bool has_drain = stage.find("-health-drain") != std::string::npos || stage.find("050-") != std::string::npos;
-  if (has_drain) args.insert(args.end(), {"--drain-ms", "0"});
-  if (stage.find("020-") != std::string::npos || stage.find("010-") != std::string::npos) args.clear();
+  // 040 and every later stage drain; 010 and 020 take no budget at all.
+  const std::string base = stage.substr(stage.rfind('/') + 1);
+  if (base >= "040") args.insert(args.end(), {"--drain-ms", "0"});
+  if (base < "023") args.clear();
   grpcstop::Server server(stage, redis.address(), args);
   std::unique_ptr<testkit::Process> idle;
   if (kind == Kind::keeps_plus_idle) {
@@ -54,8 +63,9 @@ double one_run(const std::string& stage, const std::string& hold_client, testkit
   }
   std::vector<std::string> client = {hold_client, "--connect", server.target(), "--work-ms", std::to_string(work_ms)};
   if (kind == Kind::closes) client.push_back("--close");
+  if (kind == Kind::keeps_sending) client.push_back("--keep-sending");
   testkit::Process caller(client);
-  server.process().expect_line("work: started", milliseconds(10'000));
+  server.process().expect_line("work: started id=hold-", milliseconds(10'000));
   server.process().send_signal(SIGTERM);
   server.process().expect_exit(milliseconds(30'000));
   std::string reply = caller.expect_line("reply:", milliseconds(30'000));
@@ -82,8 +92,8 @@ int main(int argc, char** argv) {
     testkit::RedisServer redis;
     for (const std::string& stage : flags.rest()) {
       const std::string short_name = stage.substr(stage.rfind('/') + 1);
-      double p50[3] = {0, 0, 0};
-      for (Kind kind : {Kind::closes, Kind::keeps, Kind::keeps_plus_idle}) {
+      double p50[4] = {0, 0, 0, 0};
+      for (Kind kind : {Kind::closes, Kind::keeps, Kind::keeps_sending, Kind::keeps_plus_idle}) {
         std::vector<double> ms;
         for (int i = 0; i < runs; ++i) ms.push_back(one_run(stage, hold_client, redis, work_ms, kind));
         const double p = percentile(ms, 50);

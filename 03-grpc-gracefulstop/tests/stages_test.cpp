@@ -749,6 +749,49 @@ TEST_CASE("060 connection-age stops taking traffic first: NOT_SERVING at once, R
   require_not_serving_first_and_still_serving("060");
 }
 
+// ------------------------------------------------------------------ 070: exit once every connection is closed
+
+TEST_CASE("070 quick-exit handles SIGTERM: exit 0 within its budget, drain included") {
+  require_handles_sigterm(under_load("070"), *stage("070").budget + teardown_slack());
+}
+
+TEST_CASE("070 quick-exit no lost work: RPCs running at SIGTERM complete and are persisted") {
+  require_no_lost_work(under_load("070"));
+}
+
+TEST_CASE("070 quick-exit no errors to clients: a health-aware client sees no failed RPC") {
+  require_health_aware_client_sees_no_failure("070");
+}
+
+TEST_CASE("070 quick-exit no errors to clients: a caller pinned with pick_first, no health checks, no retries, keeps sending, moves to the second server on GOAWAY, none refused") {
+  require_pinned_caller_moves_without_failures("070");
+}
+
+TEST_CASE("070 quick-exit bounded: an open stream is cut off at the deadline and reported, exit 1") {
+  require_open_stream_cut_off("070");
+}
+
+TEST_CASE("070 quick-exit bounded: a second SIGTERM during the drain forces exit 1 at once") {
+  require_second_signal_during_drain_forces_exit("070");
+}
+
+TEST_CASE("070 quick-exit handles SIGTERM with an idle long-lived client: exit 0 as soon as the calls are answered") {
+  StopReport r = under_load_with_idle_client("070");
+  INFO(render(r));
+  REQUIRE(r.exit);
+  REQUIRE(r.exit->ok());
+  REQUIRE(r.failed() == 0);
+  REQUIRE(r.lost().empty());
+  REQUIRE(r.abandoned().empty());
+  const milliseconds drain(std::stoll(stage("070").args.at(3)));
+  REQUIRE(*r.shutdown_time <= drain + milliseconds(400) + testkit::scaled(milliseconds(400)));
+  REQUIRE(r.server_out.find("every connection closed, exit now") != std::string::npos);
+}
+
+TEST_CASE("070 quick-exit stops taking traffic first: NOT_SERVING at once, RPCs still served during the drain") {
+  require_not_serving_first_and_still_serving("070");
+}
+
 // ------------------------------------------------------------------ which health Watch holds Shutdown()
 
 namespace {
