@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     std::fprintf(stderr, "error: --port: cannot listen on %s:%d (address in use?)\n", listen.c_str(), port);
-    return 1;
+    return 2;
   }
   std::printf("ready port=%d pid=%d\n", bound_port, ::getpid());
   // docs:end server
