@@ -21,8 +21,9 @@
 //   is only for the clean case: a call of ours still running at the
 //   deadline takes 060's path (Shutdown(now) cancels it, its handler
 //   reports it, exit 1), because only the handler can say what it left
-//   undone; so does a connection that would not close within the budget. Anything the program writes outside a handler (a file, a
-//   buffered log) must be flushed before _exit(): no destructor runs.
+//   undone; so does a connection that would not close within the budget.
+//   Anything the program writes outside a handler (a file, a buffered
+//   log) must be flushed before _exit(): no destructor runs.
 // Reproduces: a pod that has answered its last call but spends its
 //   termination in library teardown; and, from seed 004, the forced exit
 //   that go-zero does after its graceful timer, done here on purpose and
