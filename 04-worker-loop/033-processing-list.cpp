@@ -17,7 +17,9 @@
 // malformed payload is dropped for good, a job pushed twice runs twice, and
 // a job BLMOVE takes while the stop is requested is run before the exit (035
 // sorts these out); a lost Redis connection ends the worker (040
-// reconnects); stopping while idle takes up to --block-ms.
+// reconnects); two processes on one --queue share one processing list and
+// requeue each other's jobs on start (043); stopping while idle takes up to
+// --block-ms.
 //
 // Reproduces: seed 004's kill -9 problem, solved for a worker; seed 002's
 // Syncer shape kept from 030.

@@ -12,7 +12,8 @@
 //
 // Still wrong, or left out: a lost Redis connection ends the worker (exit 1;
 // the job stays in the processing list until the next start): 040
-// reconnects; stopping while idle takes up to --block-ms.
+// reconnects; two processes on one --queue share one processing list (043);
+// stopping while idle takes up to --block-ms.
 //
 // Reproduces: seed 004's kill -9 problem, solved for a worker; seed 002's
 // Syncer shape kept from 030.
