@@ -17,8 +17,8 @@
 // connection is re-established (one hiredis context, used by one thread).
 //
 // Still wrong, or left out: one worker per processing list (two processes
-// started on the same --queue would requeue each other's jobs on start: 050
-// names a list per worker); stopping while idle takes up to --block-ms.
+// started on the same --queue would requeue each other's jobs on start: 043
+// names the list after the worker); stopping while idle takes up to --block-ms.
 //
 // Reproduces: seed 004's kill -9 problem, solved for a worker; seed 002's
 // Syncer shape kept from 030.

@@ -21,7 +21,11 @@ const std::vector<Stage>& stages() {
       {"020-flag-around-sleep", true, false, false, false, false},
       {"025-stop-token", true, false, false, false, false},
       {"030-interruptible-wait", true, true, false, false, false},
+      {"033-processing-list", true, true, true, false, false},
+      {"035-bad-deliveries", true, true, true, false, false},
       {"040-reliable-queue", true, true, true, false, false},
+      {"043-named-list", true, true, true, false, false, false, false, false, true},
+      {"045-worker-pool", true, true, true, true, false},
       {"050-worker-pool", true, true, true, true, false},
       {"060-leased-names", true, true, true, true, true},
       {"070-attempt-cap", true, true, true, true, true, true},
@@ -52,7 +56,7 @@ std::vector<std::string> command_line(const Stage& s, const RedisServer& redis, 
   }
   if (s.budget) argv.insert(argv.end(), {"--budget-ms", std::to_string(cfg.budget.count())});
   if (s.pool) argv.insert(argv.end(), {"--workers", std::to_string(cfg.workers)});
-  if (s.pool && !cfg.name.empty()) argv.insert(argv.end(), {"--name", cfg.name});
+  if ((s.pool || s.named) && !cfg.name.empty()) argv.insert(argv.end(), {"--name", cfg.name});
   if (s.lease) argv.insert(argv.end(), {"--lease-ms", std::to_string(cfg.lease.count())});
   if (s.streams) argv.insert(argv.end(), {"--min-idle-ms", std::to_string(cfg.lease.count())});
   if (s.cap) argv.insert(argv.end(), {"--max-attempts", std::to_string(cfg.max_attempts)});
@@ -223,10 +227,28 @@ MidJob stop_mid_job(RedisServer& redis, const Stage& s, Settings cfg, int sig) {
   return r;
 }
 
+// Clients of the server blocked in a command (BLMOVE, XREADGROUP): the
+// flag "b" of CLIENT LIST.
+int blocked_clients(testkit::RedisClient& c) {
+  auto list = c.command({"CLIENT", "LIST"});
+  int n = 0;
+  for (std::size_t at = 0; (at = list.find(" flags=b ", at)) != std::string::npos; ++at) ++n;
+  return n;
+}
+
 Stopped stop_while_idle(RedisServer& redis, const Stage& s, Settings cfg) {
   Stopped r;
   auto p = start(s, redis, cfg);
-  p->expect_line("idle: queue empty", milliseconds(10000));
+  // Every worker says "idle" once, when its first wait for a job times out.
+  for (int i = 0; i < workers(s, cfg); ++i) p->expect_line("idle: queue empty", milliseconds(10000) + cfg.block);
+  if (s.reliable) {
+    // ... and then waits again. Signalled before every worker is back in
+    // its blocking wait, a worker still on its way there would see the stop
+    // at once, and the stop would look faster than the wait allows.
+    auto deadline = testkit::Clock::now() + testkit::scaled(milliseconds(10000));
+    while (blocked_clients(redis.client()) < workers(s, cfg) && testkit::Clock::now() < deadline)
+      std::this_thread::sleep_for(milliseconds(1));  // polling, not waiting for it
+  }
   auto sent = p->send_signal(SIGTERM);
   finish(*p, sent, cfg.interval + cfg.block + milliseconds(5000), r);
   return r;

@@ -35,6 +35,7 @@ struct Stage {
   bool cap = false;  // --max-attempts: a job that never finishes is dead-lettered (070 on)
   bool streams = false;  // a stream and a consumer group; --min-idle-ms instead of --lease-ms (110)
   bool expiring = false;  // --retain-ms: every per-job key expires (105)
+  bool named = false;     // --name without --workers (043)
 };
 const std::vector<Stage>& stages();
 const Stage& stage(std::string_view name);

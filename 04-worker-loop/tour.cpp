@@ -80,7 +80,7 @@ int main() {
       }
       board.add_row(s.name, row);
     }
-    board.add_note("interval 2000 ms (040+: blocking wait 500 ms), jobs of 4 steps x 100 ms, stop budget 1000 ms");
+    board.add_note("interval 2000 ms (033+: blocking wait 500 ms), jobs of 4 steps x 100 ms, stop budget 1000 ms");
     board.add_note("no lost work: SIGTERM once each worker is at step 1 of a job; those jobs must finish, and the 2 "
                    "jobs queued behind them must stay queued");
     board.add_note("bounded: a 3 s job gets SIGTERM at step 1; the stop must end within the 1000 ms budget");

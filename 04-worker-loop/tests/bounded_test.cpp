@@ -76,10 +76,10 @@ TEST_CASE("030 interruptible-wait: a second SIGTERM during the stop forces exit 
   CHECK(r.err.find("second SIGTERM") != std::string::npos);
 }
 
-TEST_CASE("040 reliable-queue: a job outlasting the budget is abandoned at the budget, exit 1, and the next start completes it") {
+static void check_reliable_budget(const char* name) {
   testkit::RedisServer redis;
   auto cfg = long_job_settings();
-  const auto& s = stage("040-reliable-queue");
+  const auto& s = stage(name);
   auto r = stop_during_long_job(redis, s, cfg, 10, milliseconds(1000));
   INFO(r.transcript);
   REQUIRE(r.status);
@@ -102,10 +102,18 @@ TEST_CASE("040 reliable-queue: a job outlasting the budget is abandoned at the b
   CHECK_FALSE(st.waiting);
 }
 
-TEST_CASE("040 reliable-queue: a second SIGTERM forces exit 1 at once and the job stays in the processing list") {
+TEST_CASE("040 reliable-queue: a job outlasting the budget is abandoned at the budget, exit 1, and the next start completes it") { check_reliable_budget("040-reliable-queue"); }
+
+TEST_CASE("033 processing-list: a job outlasting the budget is abandoned at the budget, exit 1, and the next start completes it") { check_reliable_budget("033-processing-list"); }
+
+TEST_CASE("035 bad-deliveries: a job outlasting the budget is abandoned at the budget, exit 1, and the next start completes it") { check_reliable_budget("035-bad-deliveries"); }
+
+TEST_CASE("043 named-list: a job outlasting the budget is abandoned at the budget, exit 1, and the next start completes it") { check_reliable_budget("043-named-list"); }
+
+static void check_reliable_second_signal(const char* name) {
   testkit::RedisServer redis;
   auto cfg = long_job_settings();
-  auto r = second_signal(redis, stage("040-reliable-queue"), cfg, milliseconds(3000));
+  auto r = second_signal(redis, stage(name), cfg, milliseconds(3000));
   INFO(r.transcript);
   REQUIRE(r.status);
   CHECK(r.status->exited);
@@ -114,10 +122,18 @@ TEST_CASE("040 reliable-queue: a second SIGTERM forces exit 1 at once and the jo
   CHECK(job_state(redis.client(), cfg.queue, "long").waiting);
 }
 
-TEST_CASE("050 worker-pool: a job outlasting the budget is abandoned at the budget, named with its list, exit 1") {
+TEST_CASE("040 reliable-queue: a second SIGTERM forces exit 1 at once and the job stays in the processing list") { check_reliable_second_signal("040-reliable-queue"); }
+
+TEST_CASE("033 processing-list: a second SIGTERM forces exit 1 at once and the job stays in the processing list") { check_reliable_second_signal("033-processing-list"); }
+
+TEST_CASE("035 bad-deliveries: a second SIGTERM forces exit 1 at once and the job stays in the processing list") { check_reliable_second_signal("035-bad-deliveries"); }
+
+TEST_CASE("043 named-list: a second SIGTERM forces exit 1 at once and the job stays in the processing list") { check_reliable_second_signal("043-named-list"); }
+
+static void check_pool_budget(const char* name) {
   testkit::RedisServer redis;
   auto cfg = long_job_settings();
-  auto r = stop_during_long_job(redis, stage("050-worker-pool"), cfg, 10, milliseconds(1000));
+  auto r = stop_during_long_job(redis, stage(name), cfg, 10, milliseconds(1000));
   INFO(r.transcript);
   REQUIRE(r.status);
   CHECK(r.status->exited);
@@ -128,15 +144,23 @@ TEST_CASE("050 worker-pool: a job outlasting the budget is abandoned at the budg
   CHECK(r.state.waiting);
 }
 
-TEST_CASE("050 worker-pool: a second SIGTERM forces exit 1 at once") {
+TEST_CASE("050 worker-pool: a job outlasting the budget is abandoned at the budget, named with its list, exit 1") { check_pool_budget("050-worker-pool"); }
+
+TEST_CASE("045 worker-pool: a job outlasting the budget is abandoned at the budget, named with its list, exit 1") { check_pool_budget("045-worker-pool"); }
+
+static void check_pool_second_signal(const char* name) {
   testkit::RedisServer redis;
-  auto r = second_signal(redis, stage("050-worker-pool"), long_job_settings(), milliseconds(3000));
+  auto r = second_signal(redis, stage(name), long_job_settings(), milliseconds(3000));
   INFO(r.transcript);
   REQUIRE(r.status);
   CHECK(r.status->exited);
   CHECK(r.status->code == 1);
   CHECK(r.latency_ms < scaled(milliseconds(1000)).count());
 }
+
+TEST_CASE("050 worker-pool: a second SIGTERM forces exit 1 at once") { check_pool_second_signal("050-worker-pool"); }
+
+TEST_CASE("045 worker-pool: a second SIGTERM forces exit 1 at once") { check_pool_second_signal("045-worker-pool"); }
 
 TEST_CASE("060 leased-names: a second SIGTERM forces exit 1 at once") {
   testkit::RedisServer redis;

@@ -17,7 +17,7 @@ void drop_worker_connections(testkit::RedisServer& redis) {
 
 }  // namespace
 
-TEST_CASE("040 reliable-queue: malformed payloads go to the dead-letter list with a reason, and the worker keeps going") {
+static void check_dead_letter(const char* name) {
   testkit::RedisServer redis;
   auto& c = redis.client();
   Settings cfg;
@@ -38,7 +38,7 @@ TEST_CASE("040 reliable-queue: malformed payloads go to the dead-letter list wit
   for (auto& p : bad) c.command({"RPUSH", cfg.queue, p});
   c.command({"RPUSH", cfg.queue, payload("j2", 2)});
 
-  auto p = start(stage("040-reliable-queue"), redis, cfg);
+  auto p = start(stage(name), redis, cfg);
   p->expect_line("job j2: done", milliseconds(10000));
   auto dead = c.array({"LRANGE", cfg.queue + ":dead", "0", "-1"});
   INFO(p->transcript());
@@ -55,13 +55,19 @@ TEST_CASE("040 reliable-queue: malformed payloads go to the dead-letter list wit
   CHECK(p->expect_exit(milliseconds(5000)).ok());
 }
 
-TEST_CASE("030 interruptible-wait: a malformed payload is dropped for good, there is no dead-letter list") {
+TEST_CASE("040 reliable-queue: malformed payloads go to the dead-letter list with a reason, and the worker keeps going") { check_dead_letter("040-reliable-queue"); }
+
+TEST_CASE("035 bad-deliveries: malformed payloads go to the dead-letter list with a reason, and the worker keeps going") { check_dead_letter("035-bad-deliveries"); }
+
+TEST_CASE("043 named-list: malformed payloads go to the dead-letter list with a reason, and the worker keeps going") { check_dead_letter("043-named-list"); }
+
+static void check_malformed_dropped(const char* name) {
   testkit::RedisServer redis;
   auto& c = redis.client();
   Settings cfg;
   cfg.interval = milliseconds(10);
   c.command({"RPUSH", cfg.queue, "garbage", payload("j1", 1)});
-  auto p = start(stage("030-interruptible-wait"), redis, cfg);
+  auto p = start(stage(name), redis, cfg);
   p->expect_line("job j1: done", milliseconds(10000));
   INFO(p->transcript());
   CHECK(p->err().find("job dropped: malformed payload 'garbage'") != std::string::npos);
@@ -70,13 +76,17 @@ TEST_CASE("030 interruptible-wait: a malformed payload is dropped for good, ther
   CHECK(p->expect_exit(milliseconds(5000)).ok());
 }
 
-TEST_CASE("040 reliable-queue: a job pushed twice by a producer runs once and the duplicate is acknowledged") {
+TEST_CASE("030 interruptible-wait: a malformed payload is dropped for good, there is no dead-letter list") { check_malformed_dropped("030-interruptible-wait"); }
+
+TEST_CASE("033 processing-list: a malformed payload is dropped for good, there is no dead-letter list") { check_malformed_dropped("033-processing-list"); }
+
+static void check_duplicate_acked(const char* name) {
   testkit::RedisServer redis;
   auto& c = redis.client();
   Settings cfg;
   cfg.step = milliseconds(10);
   c.command({"RPUSH", cfg.queue, payload("j1", 2), payload("j1", 2)});
-  auto p = start(stage("040-reliable-queue"), redis, cfg);
+  auto p = start(stage(name), redis, cfg);
   p->expect_line("job j1: already done, duplicate acknowledged", milliseconds(10000));
   INFO(p->transcript());
   CHECK(job_state(c, cfg.queue, "j1").attempts == 1);
@@ -84,6 +94,12 @@ TEST_CASE("040 reliable-queue: a job pushed twice by a producer runs once and th
   p->send_signal(SIGTERM);
   CHECK(p->expect_exit(milliseconds(5000)).ok());
 }
+
+TEST_CASE("040 reliable-queue: a job pushed twice by a producer runs once and the duplicate is acknowledged") { check_duplicate_acked("040-reliable-queue"); }
+
+TEST_CASE("035 bad-deliveries: a job pushed twice by a producer runs once and the duplicate is acknowledged") { check_duplicate_acked("035-bad-deliveries"); }
+
+TEST_CASE("043 named-list: a job pushed twice by a producer runs once and the duplicate is acknowledged") { check_duplicate_acked("043-named-list"); }
 
 TEST_CASE("040 reliable-queue: a Redis connection cut mid-job is re-established and the interrupted job completed") {
   testkit::RedisServer redis;
@@ -160,4 +176,53 @@ TEST_CASE("every stage: Redis unreachable at start is exit 1 with a message nami
     CHECK(p.err().find("cannot connect to Redis at 127.0.0.1:" + std::to_string(port)) != std::string::npos);
     CHECK(p.out().find("ready") == std::string::npos);
   }
+}
+
+TEST_CASE("033 processing-list: a job pushed twice by a producer runs twice") {
+  testkit::RedisServer redis;
+  auto& c = redis.client();
+  Settings cfg;
+  cfg.step = milliseconds(10);
+  c.command({"RPUSH", cfg.queue, payload("j1", 2), payload("j1", 2), payload("j2", 1)});
+  auto p = start(stage("033-processing-list"), redis, cfg);
+  p->expect_line("job j2: done", milliseconds(10000));
+  INFO(p->transcript());
+  CHECK(job_state(c, cfg.queue, "j1").attempts == 2);
+  CHECK(p->out().find("attempt 2: an earlier run did not finish") != std::string::npos);  // and it says so wrongly
+  p->send_signal(SIGTERM);
+  CHECK(p->expect_exit(milliseconds(5000)).ok());
+}
+
+// 033 and 035 keep the job in Redis but cannot reconnect: the worker dies,
+// and the job waits in the processing list until the next start.
+static void check_cut_exits(const char* name) {
+  testkit::RedisServer redis;
+  auto& c = redis.client();
+  Settings cfg;
+  cfg.step = milliseconds(200);
+  push_jobs(c, cfg.queue, "j", 1, 4);
+  const auto& s = stage(name);
+  auto p = start(s, redis, cfg);
+  p->expect_line("job j1: step 1/4", milliseconds(10000));
+  drop_worker_connections(redis);
+  auto status = p->expect_exit(milliseconds(5000));
+  INFO(p->transcript());
+  CHECK(status.exited);
+  CHECK(status.code == 1);
+  auto st = job_state(c, cfg.queue, "j1");
+  CHECK_FALSE(st.done);
+  CHECK(st.waiting);  // in the processing list
+  cfg.step = milliseconds(10);
+  auto again = start(s, redis, cfg);  // recovery happens before "ready"
+  again->expect_line("job j1: done", milliseconds(10000));
+  again->send_signal(SIGTERM);
+  CHECK(again->expect_exit(milliseconds(5000)).ok());
+}
+
+TEST_CASE("033 processing-list: a Redis connection cut mid-job ends the worker with exit 1; the job waits in the processing list for the next start") {
+  check_cut_exits("033-processing-list");
+}
+
+TEST_CASE("035 bad-deliveries: a Redis connection cut mid-job ends the worker with exit 1; the job waits in the processing list for the next start") {
+  check_cut_exits("035-bad-deliveries");
 }

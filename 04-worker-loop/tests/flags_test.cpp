@@ -38,8 +38,8 @@ std::vector<BadFlag> bad_flags(const Stage& s) {
   if (s.pool) {
     cases.push_back({{"--workers", "0"}, "--workers"});
     cases.push_back({{"--workers", "1000"}, "--workers"});
-    cases.push_back({{"--name", "a:b"}, "--name"});
   }
+  if (s.pool || s.named) cases.push_back({{"--name", "a:b"}, "--name"});
   if (s.cap) {
     cases.push_back({{"--max-attempts", "0"}, "--max-attempts"});
     cases.push_back({{"--max-attempts", "1001"}, "--max-attempts"});
@@ -85,6 +85,14 @@ TEST_CASE("025 stop-token: each bad flag is exit 2 with one line naming it") { c
 TEST_CASE("030 interruptible-wait: each bad flag is exit 2 with one line naming it") {
   check_bad_flags("030-interruptible-wait");
 }
+TEST_CASE("033 processing-list: each bad flag is exit 2 with one line naming it") {
+  check_bad_flags("033-processing-list");
+}
+TEST_CASE("035 bad-deliveries: each bad flag is exit 2 with one line naming it") {
+  check_bad_flags("035-bad-deliveries");
+}
+TEST_CASE("043 named-list: each bad flag is exit 2 with one line naming it") { check_bad_flags("043-named-list"); }
+TEST_CASE("045 worker-pool: each bad flag is exit 2 with one line naming it") { check_bad_flags("045-worker-pool"); }
 TEST_CASE("040 reliable-queue: each bad flag is exit 2 with one line naming it") {
   check_bad_flags("040-reliable-queue");
 }

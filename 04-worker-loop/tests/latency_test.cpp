@@ -101,16 +101,24 @@ TEST_CASE("030 interruptible-wait: a SIGTERM mid-job stops after the rest of the
   CHECK(r.latency_ms < 750 + scaled(milliseconds(1500)).count());
 }
 
-TEST_CASE("040 reliable-queue: a SIGTERM while waiting for a job stops within the blocking timeout") {
+static void check_reliable_idle(const char* name) {
   testkit::RedisServer redis;
   Settings cfg;
   cfg.block = milliseconds(1000);
   cfg.budget = milliseconds(5000);
-  auto r = stop_while_idle(redis, stage("040-reliable-queue"), cfg);
+  auto r = stop_while_idle(redis, stage(name), cfg);
   INFO(r.transcript);
   REQUIRE(r.exited_ok());
   CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
 }
+
+TEST_CASE("040 reliable-queue: a SIGTERM while waiting for a job stops within the blocking timeout") { check_reliable_idle("040-reliable-queue"); }
+
+TEST_CASE("033 processing-list: a SIGTERM while waiting for a job stops within the blocking timeout") { check_reliable_idle("033-processing-list"); }
+
+TEST_CASE("035 bad-deliveries: a SIGTERM while waiting for a job stops within the blocking timeout") { check_reliable_idle("035-bad-deliveries"); }
+
+TEST_CASE("043 named-list: a SIGTERM while waiting for a job stops within the blocking timeout") { check_reliable_idle("043-named-list"); }
 
 TEST_CASE("040 reliable-queue: a SIGTERM mid-job stops after the rest of the job") {
   testkit::RedisServer redis;
@@ -123,16 +131,20 @@ TEST_CASE("040 reliable-queue: a SIGTERM mid-job stops after the rest of the job
   CHECK(r.latency_ms < 750 + scaled(milliseconds(1500)).count());
 }
 
-TEST_CASE("050 worker-pool: a SIGTERM while all workers wait for jobs stops the pool within the blocking timeout") {
+static void check_pool_idle(const char* name) {
   testkit::RedisServer redis;
   Settings cfg;
   cfg.block = milliseconds(1000);
   cfg.workers = 4;
-  auto r = stop_while_idle(redis, stage("050-worker-pool"), cfg);
+  auto r = stop_while_idle(redis, stage(name), cfg);
   INFO(r.transcript);
   REQUIRE(r.exited_ok());
   CHECK(r.latency_ms <= 1000 + scaled(milliseconds(1000)).count());
 }
+
+TEST_CASE("050 worker-pool: a SIGTERM while all workers wait for jobs stops the pool within the blocking timeout") { check_pool_idle("050-worker-pool"); }
+
+TEST_CASE("045 worker-pool: a SIGTERM while all workers wait for jobs stops the pool within the blocking timeout") { check_pool_idle("045-worker-pool"); }
 
 TEST_CASE("060 leased-names: a SIGTERM while all workers wait for jobs stops the pool within the blocking timeout") {
   testkit::RedisServer redis;

@@ -53,15 +53,62 @@ void kill_a_start_b(testkit::RedisServer& redis, const Stage& s, std::unique_ptr
 
 }  // namespace
 
-TEST_CASE("050 worker-pool: a second live process with the same --name requeues the first one's job, which then runs twice at once") {
+static void check_same_name_requeues(const char* name) {
   testkit::RedisServer redis;
-  auto r = start_same_name(redis, stage("050-worker-pool"));
+  auto r = start_same_name(redis, stage(name));
   r.b->expect_line("ready", milliseconds(10000));
   r.b->expect_line("job j1: start", milliseconds(10000));
   INFO(r.a->transcript() << "\n" << r.b->transcript());
   CHECK(r.a->running());
   CHECK(r.a->out().find("job j1: done") == std::string::npos);  // A is still on it
   CHECK(job_state(redis.client(), "jobs", "j1").attempts == 2);
+}
+
+TEST_CASE("050 worker-pool: a second live process with the same --name requeues the first one's job, which then runs twice at once") {
+  check_same_name_requeues("050-worker-pool");
+}
+
+TEST_CASE("043 named-list: a second live process with the same --name requeues the first one's job, which then runs twice at once") {
+  check_same_name_requeues("043-named-list");
+}
+
+// 040 has one processing list per queue: any second process is "the same
+// name" (start_same_name's --name is not passed to a stage without one).
+TEST_CASE("040 reliable-queue: a second live process on the same queue requeues the first one's job, which then runs twice at once") {
+  check_same_name_requeues("040-reliable-queue");
+}
+
+TEST_CASE("033 processing-list: a second live process on the same queue requeues the first one's job, which then runs twice at once") {
+  check_same_name_requeues("033-processing-list");
+}
+
+TEST_CASE("035 bad-deliveries: a second live process on the same queue requeues the first one's job, which then runs twice at once") {
+  check_same_name_requeues("035-bad-deliveries");
+}
+
+static void check_other_name_leaves_job(const char* name) {
+  testkit::RedisServer redis;
+  auto& c = redis.client();
+  auto cfg = one_worker("w");
+  push_jobs(c, cfg.queue, "j", 1, 10);
+  SameName r;
+  r.a = start(stage(name), redis, cfg);
+  r.a->expect_line("job j1: step 1/", milliseconds(10000));
+  r.b = start(stage(name), redis, one_worker("v"));
+  r.b->expect_line("idle: queue empty", milliseconds(10000));
+  r.a->expect_line("job j1: done", milliseconds(10000));
+  INFO(r.a->transcript() << "\n" << r.b->transcript());
+  CHECK(r.b->out().find("recovered") == std::string::npos);
+  CHECK(r.b->out().find("job j1") == std::string::npos);
+  CHECK(job_state(c, "jobs", "j1").attempts == 1);
+  r.a->send_signal(SIGTERM);
+  r.b->send_signal(SIGTERM);
+  CHECK(r.a->expect_exit(milliseconds(5000)).ok());
+  CHECK(r.b->expect_exit(milliseconds(5000)).ok());
+}
+
+TEST_CASE("043 named-list: a second live process with another --name leaves the first one's job alone, and it runs once") {
+  check_other_name_leaves_job("043-named-list");
 }
 
 TEST_CASE("060 leased-names: a second live process with the same --name refuses to start, exit 1, and the first one's job runs once") {

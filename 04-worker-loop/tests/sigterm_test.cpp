@@ -2,6 +2,11 @@
 // worker is at step 1 of 4 of a job, with two more jobs queued behind.
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
 #include "scenarios.hpp"
 
 using namespace worker_loop;
@@ -77,27 +82,51 @@ TEST_CASE("030 interruptible-wait: the job running at SIGTERM is finished and th
   require_finished_and_nothing_taken(mid_job("030-interruptible-wait"));
 }
 
-TEST_CASE("040 reliable-queue: SIGTERM mid-job ends the worker with exit 0") {
-  require_clean_exit(mid_job("040-reliable-queue"));
+static void check_reliable_clean_exit(const char* name) {
+  require_clean_exit(mid_job(name));
 }
+
+TEST_CASE("040 reliable-queue: SIGTERM mid-job ends the worker with exit 0") { check_reliable_clean_exit("040-reliable-queue"); }
+
+TEST_CASE("033 processing-list: SIGTERM mid-job ends the worker with exit 0") { check_reliable_clean_exit("033-processing-list"); }
+
+TEST_CASE("035 bad-deliveries: SIGTERM mid-job ends the worker with exit 0") { check_reliable_clean_exit("035-bad-deliveries"); }
+
+TEST_CASE("043 named-list: SIGTERM mid-job ends the worker with exit 0") { check_reliable_clean_exit("043-named-list"); }
 
 TEST_CASE("040 reliable-queue: SIGINT is handled like SIGTERM") {
   require_clean_exit(mid_job("040-reliable-queue", SIGINT));
 }
 
-TEST_CASE("040 reliable-queue: the job running at SIGTERM is finished, acknowledged, and no new job is taken") {
-  require_finished_and_nothing_taken(mid_job("040-reliable-queue"));
+static void check_reliable_finished(const char* name) {
+  require_finished_and_nothing_taken(mid_job(name));
 }
 
-TEST_CASE("050 worker-pool: SIGTERM with every worker mid-job ends the pool with exit 0") {
-  require_clean_exit(mid_job("050-worker-pool"));
+TEST_CASE("040 reliable-queue: the job running at SIGTERM is finished, acknowledged, and no new job is taken") { check_reliable_finished("040-reliable-queue"); }
+
+TEST_CASE("033 processing-list: the job running at SIGTERM is finished, acknowledged, and no new job is taken") { check_reliable_finished("033-processing-list"); }
+
+TEST_CASE("035 bad-deliveries: the job running at SIGTERM is finished, acknowledged, and no new job is taken") { check_reliable_finished("035-bad-deliveries"); }
+
+TEST_CASE("043 named-list: the job running at SIGTERM is finished, acknowledged, and no new job is taken") { check_reliable_finished("043-named-list"); }
+
+static void check_pool_clean_exit(const char* name) {
+  require_clean_exit(mid_job(name));
 }
 
-TEST_CASE("050 worker-pool: every job running at SIGTERM is finished and the queued ones stay queued") {
-  auto r = mid_job("050-worker-pool");
+TEST_CASE("050 worker-pool: SIGTERM with every worker mid-job ends the pool with exit 0") { check_pool_clean_exit("050-worker-pool"); }
+
+TEST_CASE("045 worker-pool: SIGTERM with every worker mid-job ends the pool with exit 0") { check_pool_clean_exit("045-worker-pool"); }
+
+static void check_pool_finished(const char* name) {
+  auto r = mid_job(name);
   CHECK(r.running.size() == 2);
   require_finished_and_nothing_taken(r);
 }
+
+TEST_CASE("050 worker-pool: every job running at SIGTERM is finished and the queued ones stay queued") { check_pool_finished("050-worker-pool"); }
+
+TEST_CASE("045 worker-pool: every job running at SIGTERM is finished and the queued ones stay queued") { check_pool_finished("045-worker-pool"); }
 
 TEST_CASE("060 leased-names: SIGTERM with every worker mid-job ends the pool with exit 0") {
   require_clean_exit(mid_job("060-leased-names"));
@@ -167,4 +196,106 @@ TEST_CASE("105 expire-keys: every job running at SIGTERM is finished and the que
   auto r = mid_job("105-expire-keys");
   CHECK(r.running.size() == 2);
   require_finished_and_nothing_taken(r);
+}
+
+namespace {
+
+// The stop arrives while the worker is blocked in BLMOVE on an empty queue,
+// and then a producer pushes a job, which the blocked BLMOVE takes at once:
+// a delivery that comes after the stop.
+struct LateJob {
+  bool started = false;      // the worker ran it
+  bool handed_back = false;  // the worker gave it back untouched
+  std::optional<testkit::ExitStatus> status;
+  JobState st;
+  std::string transcript;
+};
+
+bool blocked_in_blmove(testkit::RedisClient& c) {
+  auto list = c.command({"CLIENT", "LIST"});
+  std::size_t at = 0;
+  while ((at = list.find("cmd=blmove", at)) != std::string::npos) {
+    auto line_start = list.rfind('\n', at);
+    auto line = list.substr(line_start == std::string::npos ? 0 : line_start, at - (line_start == std::string::npos ? 0 : line_start));
+    if (line.find(" flags=b ") != std::string::npos) return true;
+    ++at;
+  }
+  return false;
+}
+
+// The signal thread prints "shutdown: SIGTERM received" and then calls
+// request_stop(); after that it sleeps in sigwait for a second signal. So a
+// thread of the stage back in rt_sigtimedwait after that line means the stop
+// request has been made.
+bool stop_requested(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (auto& t : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream wchan(t.path() / "wchan");
+    std::string where;
+    wchan >> where;
+    if (where.find("sigtimedwait") != std::string::npos) return true;
+  }
+  return false;
+}
+
+LateJob job_after_stop(const char* name) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    testkit::RedisServer redis;
+    auto& c = redis.client();
+    Settings cfg;
+    cfg.block = testkit::scaled(milliseconds(3000));
+    cfg.budget = cfg.block + testkit::scaled(milliseconds(5000));
+    cfg.step = milliseconds(10);
+    auto p = start(stage(name), redis, cfg);
+    auto deadline = std::chrono::steady_clock::now() + testkit::scaled(milliseconds(10000));
+    while (!blocked_in_blmove(c) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(milliseconds(1));  // polling, not waiting for it
+    p->send_signal(SIGTERM);
+    p->expect_line("shutdown: SIGTERM received", milliseconds(5000));
+    while (!stop_requested(p->pid()) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(milliseconds(1));  // polling, not waiting for it
+    if (!blocked_in_blmove(c)) continue;  // BLMOVE timed out and the worker left: try again
+    c.command({"RPUSH", cfg.queue, payload("late", 1)});
+    LateJob r;
+    r.status = p->expect_exit(cfg.budget + milliseconds(5000));
+    r.transcript = p->transcript();
+    r.started = p->out().find("job late: start") != std::string::npos;
+    r.handed_back = p->out().find("'id=late steps=1' handed back to the queue untouched") != std::string::npos;
+    r.st = job_state(c, cfg.queue, "late");
+    if (!r.started && !r.handed_back) continue;  // BLMOVE timed out just before the push: try again
+    return r;
+  }
+  FAIL("the stop never caught the worker blocked in BLMOVE");
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("033 processing-list: a job that arrives while the stop waits out BLMOVE is taken and run before the exit") {
+  auto r = job_after_stop("033-processing-list");
+  INFO(r.transcript);
+  CHECK(r.started);
+  CHECK(r.st.attempts == 1);
+  CHECK(r.st.done);
+}
+
+static void check_late_job_handed_back(const char* name) {
+  auto r = job_after_stop(name);
+  INFO(r.transcript);
+  REQUIRE(r.status);
+  CHECK(r.status->ok());
+  CHECK(r.handed_back);
+  CHECK_FALSE(r.started);
+  CHECK(r.st.attempts == 0);
+  CHECK(r.st.waiting);  // back at the head of the queue, for the next worker
+}
+
+TEST_CASE("035 bad-deliveries: a job that arrives while the stop waits out BLMOVE is handed back to the queue untouched") {
+  check_late_job_handed_back("035-bad-deliveries");
+}
+
+TEST_CASE("040 reliable-queue: a job that arrives while the stop waits out BLMOVE is handed back to the queue untouched") {
+  check_late_job_handed_back("040-reliable-queue");
+}
+
+TEST_CASE("043 named-list: a job that arrives while the stop waits out BLMOVE is handed back to the queue untouched") {
+  check_late_job_handed_back("043-named-list");
 }
