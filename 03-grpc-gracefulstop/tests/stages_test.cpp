@@ -588,7 +588,8 @@ const char* const kPinnedServiceConfig = R"({"loadBalancingConfig": [{"pick_firs
 // and the client sees CANCELLED; no handler ever runs. Seen in about 1 of 8
 // runs on a quiet machine, up to 3 calls in one stop on a loaded one and 14
 // under ASan (the window is the time the client takes to read the GOAWAY):
-// it is tolerated, and only as CANCELLED. A refused call (UNAVAILABLE) fails.
+// it is tolerated, as CANCELLED only. A call the server refuses fails; one
+// the client never sent is told apart by its message (below).
 void require_pinned_caller_moves_without_failures(const std::string& prefix) {
   testkit::RedisServer redis;
   const Stage& s = stage(prefix);
@@ -626,7 +627,13 @@ void require_pinned_caller_moves_without_failures(const std::string& prefix) {
   INFO(first.process().transcript());
   INFO(f);
   REQUIRE(status.ok());
-  for (auto& [what, n] : failed) REQUIRE(what.rfind("CANCELLED:", 0) == 0);
+  // The client's own transport may fail a call it had queued but not yet
+  // sent when the GOAWAY arrives ("GOAWAY received"): the server never saw
+  // it, and a default channel re-sends it transparently (this caller has
+  // retries off, to see everything). A call the server refuses itself
+  // ("server is shutting down", what 050 did before it sent GOAWAY first)
+  // fails the test.
+  for (auto& [what, n] : failed) REQUIRE((what.rfind("CANCELLED:", 0) == 0 || what == "UNAVAILABLE: GOAWAY received"));
   REQUIRE(pids.count(first.process().pid()) == 1);
   REQUIRE(pids.count(second.process().pid()) == 1);
 }
