@@ -227,8 +227,6 @@ MidJob stop_mid_job(RedisServer& redis, const Stage& s, Settings cfg, int sig) {
   return r;
 }
 
-// Clients of the server blocked in a command (BLMOVE, XREADGROUP): the
-// flag "b" of CLIENT LIST.
 int blocked_clients(testkit::RedisClient& c) {
   auto list = c.command({"CLIENT", "LIST"});
   int n = 0;

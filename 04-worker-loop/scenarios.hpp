@@ -56,6 +56,10 @@ struct Settings {
 // How many jobs the stage runs at once.
 int workers(const Stage& s, const Settings& cfg);
 
+// Clients of the server blocked in a command (BLMOVE, XREADGROUP): the
+// flag "b" of CLIENT LIST.
+int blocked_clients(testkit::RedisClient& c);
+
 std::vector<std::string> command_line(const Stage& s, const testkit::RedisServer& redis, const Settings& cfg);
 // Starts the stage and waits for its "ready" line.
 std::unique_ptr<testkit::Process> start(const Stage& s, const testkit::RedisServer& redis, const Settings& cfg);

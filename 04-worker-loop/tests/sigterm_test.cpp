@@ -82,17 +82,17 @@ TEST_CASE("030 interruptible-wait: the job running at SIGTERM is finished and th
   require_finished_and_nothing_taken(mid_job("030-interruptible-wait"));
 }
 
-static void check_reliable_clean_exit(const char* name) {
+static void check_clean_exit(const char* name) {
   require_clean_exit(mid_job(name));
 }
 
-TEST_CASE("040 reliable-queue: SIGTERM mid-job ends the worker with exit 0") { check_reliable_clean_exit("040-reliable-queue"); }
+TEST_CASE("040 reliable-queue: SIGTERM mid-job ends the worker with exit 0") { check_clean_exit("040-reliable-queue"); }
 
-TEST_CASE("033 processing-list: SIGTERM mid-job ends the worker with exit 0") { check_reliable_clean_exit("033-processing-list"); }
+TEST_CASE("033 processing-list: SIGTERM mid-job ends the worker with exit 0") { check_clean_exit("033-processing-list"); }
 
-TEST_CASE("035 bad-deliveries: SIGTERM mid-job ends the worker with exit 0") { check_reliable_clean_exit("035-bad-deliveries"); }
+TEST_CASE("035 bad-deliveries: SIGTERM mid-job ends the worker with exit 0") { check_clean_exit("035-bad-deliveries"); }
 
-TEST_CASE("043 named-list: SIGTERM mid-job ends the worker with exit 0") { check_reliable_clean_exit("043-named-list"); }
+TEST_CASE("043 named-list: SIGTERM mid-job ends the worker with exit 0") { check_clean_exit("043-named-list"); }
 
 TEST_CASE("040 reliable-queue: SIGINT is handled like SIGTERM") {
   require_clean_exit(mid_job("040-reliable-queue", SIGINT));
@@ -110,13 +110,9 @@ TEST_CASE("035 bad-deliveries: the job running at SIGTERM is finished, acknowled
 
 TEST_CASE("043 named-list: the job running at SIGTERM is finished, acknowledged, and no new job is taken") { check_reliable_finished("043-named-list"); }
 
-static void check_pool_clean_exit(const char* name) {
-  require_clean_exit(mid_job(name));
-}
+TEST_CASE("050 worker-pool: SIGTERM with every worker mid-job ends the pool with exit 0") { check_clean_exit("050-worker-pool"); }
 
-TEST_CASE("050 worker-pool: SIGTERM with every worker mid-job ends the pool with exit 0") { check_pool_clean_exit("050-worker-pool"); }
-
-TEST_CASE("045 worker-pool: SIGTERM with every worker mid-job ends the pool with exit 0") { check_pool_clean_exit("045-worker-pool"); }
+TEST_CASE("045 worker-pool: SIGTERM with every worker mid-job ends the pool with exit 0") { check_clean_exit("045-worker-pool"); }
 
 static void check_pool_finished(const char* name) {
   auto r = mid_job(name);
@@ -211,18 +207,6 @@ struct LateJob {
   std::string transcript;
 };
 
-bool blocked_in_blmove(testkit::RedisClient& c) {
-  auto list = c.command({"CLIENT", "LIST"});
-  std::size_t at = 0;
-  while ((at = list.find("cmd=blmove", at)) != std::string::npos) {
-    auto line_start = list.rfind('\n', at);
-    auto line = list.substr(line_start == std::string::npos ? 0 : line_start, at - (line_start == std::string::npos ? 0 : line_start));
-    if (line.find(" flags=b ") != std::string::npos) return true;
-    ++at;
-  }
-  return false;
-}
-
 // The signal thread prints "shutdown: SIGTERM received" and then calls
 // request_stop(); after that it sleeps in sigwait for a second signal. So a
 // thread of the stage back in rt_sigtimedwait after that line means the stop
@@ -248,11 +232,11 @@ LateJob job_after_stop(const char* name) {
     cfg.step = milliseconds(10);
     auto p = start(stage(name), redis, cfg);
     auto deadline = std::chrono::steady_clock::now() + testkit::scaled(milliseconds(10000));
-    while (!blocked_in_blmove(c) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(milliseconds(1));  // polling, not waiting for it
+    while (blocked_clients(c) == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(milliseconds(1));  // polling, not waiting for it
     p->send_signal(SIGTERM);
     p->expect_line("shutdown: SIGTERM received", milliseconds(5000));
     while (!stop_requested(p->pid()) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(milliseconds(1));  // polling, not waiting for it
-    if (!blocked_in_blmove(c)) continue;  // BLMOVE timed out and the worker left: try again
+    if (blocked_clients(c) == 0) continue;  // BLMOVE timed out and the worker left: try again
     c.command({"RPUSH", cfg.queue, payload("late", 1)});
     LateJob r;
     r.status = p->expect_exit(cfg.budget + milliseconds(5000));

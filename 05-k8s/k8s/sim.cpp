@@ -26,6 +26,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "k8s/manifest.hpp"
 #include "testkit/net.hpp"
@@ -600,27 +602,40 @@ std::string failure_summary(const SimResult& r) {
          ", other " + std::to_string(other);
 }
 
+// The simulation namespaces that exist now (gs-k8s-PID-N), with the pid of
+// the process that made each.
+std::vector<std::pair<std::string, pid_t>> simulation_namespaces() {
+  std::vector<std::pair<std::string, pid_t>> found;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("gs-k8s-", 0) != 0) continue;
+    found.emplace_back(name, static_cast<pid_t>(std::atol(name.substr(7, name.find('-', 7) - 7).c_str())));
+  }
+  return found;
+}
+
+// Kills whatever lives in the namespace (Redis, pods, probes: every process
+// there was started by a simulation) and deletes it.
+void kill_and_delete(const std::string& name) {
+  try {
+    auto listed = testkit::run_to_exit({tool("ip"), "netns", "pids", name});
+    std::istringstream in(listed.out);
+    for (pid_t pid; in >> pid;)
+      if (pid != ::getpid()) ::kill(pid, SIGKILL);
+    testkit::run_to_exit({tool("ip"), "netns", "del", name});
+  } catch (...) {
+  }
+}
+
 // A simulation killed by SIGKILL (a test's timeout, the machine shutting
 // the job down) cannot delete its namespace. Namespaces are named after the
 // pid of the process that made them: delete those whose process is gone,
 // with anything still running inside them (silently: transcripts of the
 // tour must not depend on what an earlier run left behind).
 void remove_stale_namespaces() {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind("gs-k8s-", 0) != 0) continue;
-    const auto dash = name.find('-', 7);
-    const pid_t owner = static_cast<pid_t>(std::atol(name.substr(7, dash - 7).c_str()));
-    if (owner <= 0 || owner == ::getpid() || ::kill(owner, 0) == 0 || errno != ESRCH) continue;
-    try {
-      auto listed = testkit::run_to_exit({tool("ip"), "netns", "pids", name});
-      std::istringstream in(listed.out);
-      for (pid_t pid; in >> pid;) ::kill(pid, SIGKILL);
-      testkit::run_to_exit({tool("ip"), "netns", "del", name});
-    } catch (...) {
-    }
-  }
+  for (const auto& [name, owner] : simulation_namespaces())
+    if (owner > 0 && owner != ::getpid() && ::kill(owner, 0) != 0 && errno == ESRCH) kill_and_delete(name);
 }
 
 std::string netns_unavailable() {
@@ -666,22 +681,9 @@ void abort_simulations() {
   // A namespace still being set up is not registered yet: take every one
   // named after this process (what escapes even this, made in the instant
   // before the exit, the next run removes: remove_stale_namespaces()).
-  std::error_code ec;
-  const std::string own = "gs-k8s-" + std::to_string(::getpid()) + "-";
-  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec))
-    if (entry.path().filename().string().rfind(own, 0) == 0) namespaces.insert(entry.path().filename().string());
-  for (const auto& name : namespaces) {
-    try {
-      // Whatever else lives in the namespace (Redis, probes): every process
-      // there was started by this simulation.
-      auto listed = testkit::run_to_exit({tool("ip"), "netns", "pids", name});
-      std::istringstream in(listed.out);
-      for (pid_t pid; in >> pid;)
-        if (pid != ::getpid()) ::kill(pid, SIGKILL);
-      testkit::run_to_exit({tool("ip"), "netns", "del", name});
-    } catch (...) {
-    }
-  }
+  for (const auto& [name, owner] : simulation_namespaces())
+    if (owner == ::getpid()) namespaces.insert(name);
+  for (const auto& name : namespaces) kill_and_delete(name);
 }
 
 }  // namespace k8s

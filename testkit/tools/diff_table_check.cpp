@@ -97,7 +97,8 @@ std::optional<long> diff_lines(const fs::path& a, const fs::path& b) {
 
 struct Row {
   std::string a, b;
-  std::vector<std::string> cells;  // after the two names
+  std::vector<std::string> cells;                // after the two names; with --dirs, every cell
+  std::map<std::string, std::size_t> columns;  // --dirs: the cell of each file, from the header above
   int line;
 };
 
@@ -194,11 +195,9 @@ int main(int argc, char** argv) {
     std::printf("FAIL cannot read %s\n", readme_path.c_str());
     return 1;
   }
-  // Every table row that names two stages, and (for --dirs) the column of
-  // each file in the header row above it.
+  // Every table row that names two stages.
   std::vector<Row> rows;
-  std::map<int, std::map<std::string, std::size_t>> columns_at;  // row index -> file -> cell index
-  std::map<std::string, std::size_t> columns;
+  std::map<std::string, std::size_t> columns;  // --dirs: of the current table's header
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (trim(line).rfind('|', 0) != 0) {
@@ -217,7 +216,7 @@ int main(int argc, char** argv) {
         }
       if (header) continue;
     }
-    Row row{{}, {}, {}, n};
+    Row row{{}, {}, {}, {}, n};
     std::size_t rest = 0;
     const auto arrow = cells[0].find("→");
     if (arrow != std::string::npos) {
@@ -233,7 +232,7 @@ int main(int argc, char** argv) {
     // With --dirs the cell indexes count from the row's first cell.
     if (dirs) {
       row.cells = cells;
-      columns_at[static_cast<int>(rows.size())] = columns;
+      row.columns = columns;
     } else {
       row.cells.assign(cells.begin() + static_cast<long>(rest), cells.end());
     }
@@ -263,7 +262,7 @@ int main(int argc, char** argv) {
     for (const auto& file : measured) {
       std::string figure;
       if (dirs) {
-        const auto& cols = columns_at[static_cast<int>(*found)];
+        const auto& cols = row.columns;
         if (!cols.count(file) || cols.at(file) >= row.cells.size()) {
           std::printf("FAIL %s:%d: no column for %s\n", readme_path.c_str(), row.line, file.c_str());
           ++problems;
