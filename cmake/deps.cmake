@@ -17,6 +17,12 @@ pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
 
+# The same, as static archives (libgrpc-dev, libprotobuf-dev, libabsl-dev):
+# GRPCPP_STATIC_STATIC_LIBRARIES lists every archive in link order. One
+# binary uses it (03's 070-quick-exit-static); grpc++_unsecure is enough for
+# plaintext and leaves OpenSSL out.
+pkg_check_modules(GRPCPP_STATIC REQUIRED grpc++_unsecure protobuf)
+
 # yaml-cpp 0.7 (05-k8s reads its manifests)
 find_package(yaml-cpp REQUIRED)
 

@@ -14,7 +14,9 @@
 #     that closes its channel, keeps it open and idle, keeps it open and
 #     keeps sending, or keeps it open next to a second, idle, long-lived
 #     client; with the ratio of each to the closing caller's. --drain-ms 0:
-#     the drain is a deliberate wait, not overhead.
+#     the drain is a deliberate wait, not overhead. First, per binary, the
+#     kernel's part alone (SIGKILL of the idle server). 070-quick-exit-static
+#     is 070 linked statically.
 #
 #   03-grpc-gracefulstop/bench/bench.sh [BUILD_DIR (default build/default)] [ROUNDS (default 9)] [RPCS per round (default 5000)]
 set -euo pipefail
@@ -76,4 +78,4 @@ echo "   (030 serves exactly as 020 does: its line is the noise floor)"
 
 echo "2. last in-flight reply -> exit: 1 RPC of 300 ms in flight at SIGTERM, $rounds runs per kind of caller"
 "$bin/exit-after-reply" --runs "$rounds" --work-ms 300 --hold-client "$bin/hold-client" -- \
-  "$bin/050-last-call-closes" "$bin/060-connection-age" "$bin/070-quick-exit"
+  "$bin/050-last-call-closes" "$bin/060-connection-age" "$bin/070-quick-exit" "$bin/070-quick-exit-static"

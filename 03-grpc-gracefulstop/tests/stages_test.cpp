@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <thread>
 
@@ -349,16 +351,18 @@ std::unique_ptr<testkit::Process> idle_client(const Server& server) {
   return p;
 }
 
-StopReport under_load_with_idle_client(const std::string& prefix) {
+StopReport under_load_with_idle_client(const std::string& binary, const Stage& s) {
   testkit::RedisServer redis;
-  const Stage& s = stage(prefix);
   StopOptions o = under_load_options();
   o.idle_clients = 1;
   o.hold_client_binary = hold_client();
-  StopReport r = run_stop_scenario(bin(s), redis, s.args, o);
+  StopReport r = run_stop_scenario(binary, redis, s.args, o);
   INFO(render(r));
   REQUIRE(r.started.size() >= 10);
   return r;
+}
+StopReport under_load_with_idle_client(const std::string& prefix) {
+  return under_load_with_idle_client(bin(stage(prefix)), stage(prefix));
 }
 
 }  // namespace
@@ -782,8 +786,9 @@ TEST_CASE("070 quick-exit bounded: a second SIGTERM during the drain forces exit
   require_second_signal_during_drain_forces_exit("070");
 }
 
-TEST_CASE("070 quick-exit handles SIGTERM with an idle long-lived client: exit 0 as soon as the calls are answered") {
-  StopReport r = under_load_with_idle_client("070");
+namespace {
+
+void require_quick_exit(const StopReport& r) {
   INFO(render(r));
   REQUIRE(r.exit);
   REQUIRE(r.exit->ok());
@@ -794,6 +799,33 @@ TEST_CASE("070 quick-exit handles SIGTERM with an idle long-lived client: exit 0
   REQUIRE(*r.shutdown_time <= drain + milliseconds(400) + testkit::scaled(milliseconds(400)));
   REQUIRE(r.server_out.find("every connection closed, exit now") != std::string::npos);
 }
+
+}  // namespace
+
+TEST_CASE("070 quick-exit handles SIGTERM with an idle long-lived client: exit 0 as soon as the calls are answered") {
+  require_quick_exit(under_load_with_idle_client("070"));
+}
+
+#ifdef GRPCSTOP_070_STATIC
+// The same source linked statically (README, "Benchmarks": the kernel's part
+// of an exit grows with what the process maps). Built without sanitizers only.
+TEST_CASE("070 quick-exit linked statically: no shared gRPC, Protobuf or Abseil library is mapped, and the stop is 070's") {
+  const std::string binary = testkit::stage_binary(CHAPTER_BIN_DIR, "070-quick-exit-static");
+  {
+    testkit::RedisServer redis;
+    Server server(binary, redis.address(), stage("070").args);
+    std::ifstream in("/proc/" + std::to_string(server.process().pid()) + "/maps");
+    const std::string maps((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(maps);
+    REQUIRE(maps.find("/libc.so") != std::string::npos);  // a real map was read
+    CHECK(maps.find("/libgrpc") == std::string::npos);
+    CHECK(maps.find("/libprotobuf") == std::string::npos);
+    CHECK(maps.find("/libabsl") == std::string::npos);
+    CHECK(maps.find("/libhiredis") == std::string::npos);
+  }
+  require_quick_exit(under_load_with_idle_client(binary, stage("070")));
+}
+#endif
 
 TEST_CASE("070 quick-exit stops taking traffic first: NOT_SERVING at once, RPCs still served during the drain") {
   require_not_serving_first_and_still_serving("070");
