@@ -7,7 +7,8 @@
 //   k8s-grpc-caller --target 10.96.0.10:50051 [--callers 4] [--work-ms 200]
 //                   [--pause-ms 20] [--reconnect-backoff-ms 1000]
 //                   [--max-reconnect-backoff-ms 120000]
-//     until SIGTERM/SIGINT: one line per RPC, "ok ID" or "fail ID CODE: message",
+//     until SIGTERM/SIGINT: one line per RPC, "ok ID pid=PID" (the pid of the
+//     server that answered, from the reply) or "fail ID CODE: message",
 //     then "callers: N sent, N ok, N failed"; exit 0.
 //   k8s-grpc-caller --probe ADDR:PORT
 //     a kubelet grpc readinessProbe: exit 0 if grpc.health.v1 Check("")
@@ -109,7 +110,7 @@ int main(int argc, char** argv) {
           std::lock_guard lock(out);
           if (st.ok()) {
             ++ok;
-            std::printf("ok %s\n", req.id().c_str());
+            std::printf("ok %s pid=%d\n", req.id().c_str(), static_cast<int>(reply.server_pid()));
           } else {
             ++failed;
             std::printf("fail %s %s: %s\n", req.id().c_str(), code_name(st.error_code()),

@@ -396,7 +396,9 @@ SimResult Sim::run() {
 
   // The old pod, serving before the load starts.
   auto old_pod = start_pod(kOldPodIp);
-  (*old_pod)->expect_line("ready", testkit::scaled(milliseconds(5000)));
+  const std::string old_ready = (*old_pod)->expect_line("ready", testkit::scaled(milliseconds(5000)));
+  const auto pid_at = old_ready.find("pid=");
+  const std::string old_pid = pid_at == std::string::npos ? "" : old_ready.substr(pid_at + 4);
   set_endpoint(kOldPodIp, true, true, false, "old pod Ready, in the Service");
   if (program_.protocol == "http") {
     haproxy = std::make_unique<Child>(
@@ -546,15 +548,39 @@ SimResult Sim::run() {
     // Acknowledged HTTP writes land --work-ms after their request: wait for
     // every acknowledged id, bounded. gRPC's OK already means persisted.
     if (callers) {
-      std::istringstream out((*callers)->out());
-      for (std::string line; std::getline(out, line);) {
+      // When the old pod stopped serving: its GOAWAY at the end of the drain
+      // (chapter 03's "drain over" line), or its death if it came first.
+      auto stopped = (*old_pod)->exit_time();
+      for (const auto& l : (*old_pod)->timed_lines())
+        if (l.text.find("drain over") != std::string::npos) {
+          stopped = std::min(stopped, l.at);
+          break;
+        }
+      // Which pod each caller's connection led to then: the one that gave
+      // its last answer before that moment (a caller changes pod only when
+      // its connection ends).
+      std::map<std::string, bool> on_old;  // caller -> its last answer came from the old pod
+      for (const auto& l : (*callers)->timed_lines()) {
+        const std::string& line = l.text;
         if (line.rfind("ok ", 0) == 0) {
-          record(line.substr(3), "");
+          const auto sp = line.find(' ', 3);
+          const std::string id = line.substr(3, sp - 3);
+          record(id, "");
+          if (l.at < stopped && sp != std::string::npos)
+            on_old[id.substr(0, id.find('-'))] = line.substr(sp + 1) == "pid=" + old_pid;
         } else if (line.rfind("fail ", 0) == 0) {
           const auto sp = line.find(' ', 5);
           record(line.substr(5, sp - 5), line.substr(sp + 1));
         }
       }
+      result_.callers_on_old = 0;
+      for (const auto& [caller, old] : on_old) result_.callers_on_old += old ? 1 : 0;
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "t=%5.1fs old pod stops serving (%s): %d of %d callers still connected to it",
+                    since_start_s(stopped), stopped == (*old_pod)->exit_time() ? "gone" : "GOAWAY",
+                    result_.callers_on_old, o_.clients);
+      std::lock_guard lock(mu_);
+      result_.timeline.push_back(buf);
     }
     const std::string key = program_.protocol == "http" ? "incr:ids" : "work:done";
     const double work_ms = std::stod(arg_value(c_.args, "--work-ms").value_or("0"));

@@ -64,6 +64,10 @@ struct SimResult {
   bool old_sigkilled = false;
   double old_stop_s = 0;      // deletion -> exit, in manifest seconds
   double window_s = 0;        // the load ran until this long after deletion
+  // gRPC: the callers whose connection still led to the old pod when it
+  // stopped serving (its GOAWAY, or its death if that came first); their
+  // calls are the ones a stop can fail. -1 for HTTP.
+  int callers_on_old = -1;
   std::vector<std::string> timeline;  // "t= 13.6s old pod deleted", ...
   // The trace, for timelines: every request of the long-lived HTTP clients
   // (gRPC callers report outcomes only), in manifest seconds since the start

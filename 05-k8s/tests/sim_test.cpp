@@ -30,9 +30,9 @@ bool skip() {
   return !why.empty();
 }
 
-k8s::SimResult rollout(const std::string& variant, const std::string& deployment) {
+k8s::SimResult rollout(const std::string& variant, const std::string& deployment, std::string dir = "") {
   k8s::SimOptions o;
-  o.variant_dir = std::string(CHAPTER_SOURCE_DIR) + "/manifests/" + variant;
+  o.variant_dir = dir.empty() ? std::string(CHAPTER_SOURCE_DIR) + "/manifests/" + variant : dir;
   o.deployment = deployment;
   o.programs = {K8S_HTTP_DIR, K8S_GRPC_DIR, K8S_CALLER, K8S_HAPROXY};
   auto r = k8s::simulate(o);
@@ -62,6 +62,7 @@ TEST_CASE("sim 010-naive grpc: callers' RPCs fail UNAVAILABLE when the pod dies 
   CHECK(r.old_exit == "killed by SIGTERM");
   REQUIRE(!r.dropped.empty());
   for (const auto& [why, n] : r.symptoms) CHECK(why.rfind("UNAVAILABLE", 0) == 0);
+  CHECK(r.callers_on_old == 4);  // nothing moved them before the pod died
 }
 
 TEST_CASE("sim 020-prestop-equals-grace grpc: seed 001, SIGKILL mid-drain fails the RPCs of callers still on the old pod") {
@@ -75,6 +76,8 @@ TEST_CASE("sim 020-prestop-equals-grace grpc: seed 001, SIGKILL mid-drain fails 
   REQUIRE(!r.dropped.empty());
   for (const auto& [why, n] : r.symptoms) CHECK(why.rfind("UNAVAILABLE", 0) == 0);
   CHECK(r.lost.empty());  // an OK reply means persisted: the callers see the failure
+  // 020 sets no maximum connection age: 30 s of preStop moved no caller.
+  CHECK(r.callers_on_old == 4);
 }
 
 TEST_CASE("sim 020-prestop-equals-grace http: SIGKILL mid-drain loses writes acknowledged on kept-alive connections") {
@@ -96,18 +99,15 @@ void clean_http(const std::string& variant) {
   CHECK(r.old_stop_s < 25);
   CHECK(r.window_s > r.old_stop_s);
 }
-// No UNAVAILABLE (no reset, no refused connection): the callers moved at
-// GOAWAY. What gRPC C++ 1.51 may still do is drop a call whose HEADERS
-// cross the GOAWAY (read by the server once its shutdown began:
-// Server::CallData::StartNewRpc kills it before any handler; the caller
-// reads CANCELLED). Chapter 03's final stage sends the GOAWAY first but no
-// public API lets it accept those calls: that, and only that, is
-// tolerated here and shown in the tour.
+// Nothing failed: a maximum connection age shorter than the drain moved
+// every caller to the new pod before the old one stopped serving, so no
+// call meets its Shutdown() (the old tolerance of one CANCELLED per caller,
+// for a call crossing that GOAWAY, is gone with it).
 void clean_grpc(const std::string& variant) {
   auto r = rollout(variant, "grpc");
   CHECK(r.sent > 0);
-  for (const auto& [why, n] : r.symptoms) CHECK(why == "CANCELLED: CANCELLED");
-  CHECK(r.dropped.size() <= 4);  // at most one per caller: the call in flight at Shutdown()
+  CHECK(r.callers_on_old == 0);
+  CHECK(r.dropped.empty());
   CHECK(r.lost.empty());
   CHECK(r.old_graceful);
   CHECK(r.old_stop_s < 25);
@@ -118,13 +118,29 @@ void clean_grpc(const std::string& variant) {
 TEST_CASE("sim 030-drain http: Connection: close moves keep-alive clients, nothing failed or lost, exit 0 within grace") {
   if (!skip()) clean_http("030-drain");
 }
-TEST_CASE("sim 030-drain grpc: GOAWAY moves the callers to the new pod, no RPC failed UNAVAILABLE, exit 0 within grace") {
-  if (!skip()) clean_grpc("030-drain");
+// 030 drains, but nothing tells a caller that keeps one connection to
+// leave: every caller is still on the old pod when Shutdown() sends its
+// GOAWAY, and a call that crosses that GOAWAY comes back CANCELLED from
+// gRPC C++ 1.51 (grpc/grpc#41785; one stop in several, so the count is
+// not asserted: who is still connected is).
+TEST_CASE("sim 030-drain grpc: nothing refused, but every caller is still on the old pod when its drain ends") {
+  if (skip()) return;
+  auto r = rollout("030-drain", "grpc");
+  CHECK(r.callers_on_old == 4);
+  CHECK(r.old_graceful);
+  CHECK(r.lost.empty());
+  for (const auto& [why, n] : r.symptoms) CHECK(why == "CANCELLED: CANCELLED");
+}
+TEST_CASE("sim 035-connection-age http: as 030, nothing failed or lost, exit 0 within grace") {
+  if (!skip()) clean_http("035-connection-age");
+}
+TEST_CASE("sim 035-connection-age grpc: the connection age moves every caller to the new pod before the drain ends, no RPC failed, exit 0 within grace") {
+  if (!skip()) clean_grpc("035-connection-age");
 }
 TEST_CASE("sim 040-native-sleep http: nothing failed or lost, exit 0 within grace") {
   if (!skip()) clean_http("040-native-sleep");
 }
-TEST_CASE("sim 040-native-sleep grpc: no RPC failed UNAVAILABLE, exit 0 within grace") {
+TEST_CASE("sim 040-native-sleep grpc: every caller moved before the drain ends, no RPC failed, exit 0 within grace") {
   if (!skip()) clean_grpc("040-native-sleep");
 }
 

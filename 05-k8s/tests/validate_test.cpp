@@ -93,8 +93,8 @@ TEST_CASE("validate 020-prestop-equals-grace: only the grace budget fails, and i
         std::string::npos);
 }
 
-TEST_CASE("validate 030-drain and 040-native-sleep: every rule passes") {
-  for (const char* v : {"030-drain", "040-native-sleep"}) {
+TEST_CASE("validate 030-drain, 035-connection-age and 040-native-sleep: every rule passes") {
+  for (const char* v : {"030-drain", "035-connection-age", "040-native-sleep"}) {
     auto r = validate({"--dir", kChapter, "--variant", v});
     INFO(v << "\n" << r.out);
     CHECK(r.status.ok());
