@@ -769,6 +769,10 @@ TEST_CASE("060 connection-age no errors to clients: callers that never pause, 32
   require_no_started_call_cut("060");
 }
 
+TEST_CASE("070 quick-exit no errors to clients: callers that never pause, 32 calls at a time: no call a handler started is cut, the others fail unstarted") {
+  require_no_started_call_cut("070");
+}
+
 // ------------------------------------------------------------------ a new server while callers stay connected
 
 namespace {
