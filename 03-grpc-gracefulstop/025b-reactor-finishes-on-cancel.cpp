@@ -219,6 +219,10 @@ int main(int argc, char** argv) {
   });
   server->Wait();  // returns once Shutdown() has finished
   signal_thread.join();
+  // A call is done for gRPC once its status is on its way, which may be
+  // before the timer thread has returned from Finish(): stop that thread
+  // before the server it calls into is destroyed.
+  timers.stop();
   // docs:end signal-thread
   return 0;
 }

@@ -86,22 +86,31 @@ struct StopState {
 // registers its context on entry; gRPC's PostSynchronousRequest hook, which
 // runs after the reply was handed to the transport, removes it. (gRPC's own
 // health service is not counted: it never holds our work.)
+// A call the server has received is not always in a handler yet: it waits
+// in the server's queue until one of the synchronous server's threads takes
+// it, and nothing of ours can see it there. So once the last call is
+// answered the tracker closes, in the same step: a call reaching a handler
+// after that is refused before it starts (enter() returns false), because
+// the Shutdown(now) that follows would cut it off mid-work.
 class CallTracker final : public grpc::Server::GlobalCallbacks {
  public:
-  void enter(grpc::ServerContext* context) {
+  bool enter(grpc::ServerContext* context) {
     std::lock_guard lock(mu_);
+    if (closed_) return false;
     active_.insert(context);
+    return true;
   }
   void PreSynchronousRequest(grpc::ServerContext*) override {}
   void PostSynchronousRequest(grpc::ServerContext* context) override {
     std::lock_guard lock(mu_);
     if (active_.erase(context) == 1 && active_.empty()) idle_.notify_all();
   }
-  // Waits until every call was answered or the deadline passed. Returns how
-  // many are still running.
-  std::size_t wait_idle(steady_clock::time_point deadline) {
+  // Waits until every call was answered or the deadline passed, then lets
+  // no call in any more. Returns how many are still running.
+  std::size_t close_when_idle(steady_clock::time_point deadline) {
     std::unique_lock lock(mu_);
     idle_.wait_until(lock, deadline, [this] { return active_.empty(); });
+    closed_ = true;
     return active_.size();
   }
 
@@ -109,6 +118,7 @@ class CallTracker final : public grpc::Server::GlobalCallbacks {
   std::mutex mu_;
   std::condition_variable idle_;
   std::set<grpc::ServerContext*> active_;
+  bool closed_ = false;
 };
 // docs:end tracker
 
@@ -134,7 +144,7 @@ class WorkerService final : public gs::work::v1::Worker::Service {
 
   // docs:begin work
   grpc::Status Work(grpc::ServerContext* context, const WorkRequest* request, WorkReply* reply) override {
-    calls_.enter(context);
+    if (!calls_.enter(context)) return refused("work id=" + request->id());
     if (auto bad = invalid_id(request->id())) return *bad;
     if (request->work_ms() < 0 || request->work_ms() > 60'000)
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "work_ms must be within 0..60000");
@@ -157,7 +167,7 @@ class WorkerService final : public gs::work::v1::Worker::Service {
   // docs:begin ticks
   grpc::Status Ticks(grpc::ServerContext* context, const TicksRequest* request,
                      grpc::ServerWriter<Tick>* writer) override {
-    calls_.enter(context);
+    if (!calls_.enter(context)) return refused("stream id=" + request->id());
     if (auto bad = invalid_id(request->id())) return *bad;
     if (request->interval_ms() < 1 || request->interval_ms() > 10'000)
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "interval_ms must be within 1..10000");
@@ -174,6 +184,13 @@ class WorkerService final : public gs::work::v1::Worker::Service {
   // docs:end ticks
 
  private:
+  // A call that reached a thread after our last call was answered: nothing
+  // of it ran. UNAVAILABLE, as for any call a stopping server does not take.
+  static grpc::Status refused(const std::string& what) {
+    std::printf("refused: %s, not started (after our last call)\n", what.c_str());
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server stopping: call not started");
+  }
+
   // A call cut off by the deadline is abandoned work: say which, on stderr.
   void report_cancelled(const std::string& what) {
     if (stop_.deadline_passed()) {
@@ -309,7 +326,7 @@ int main(int argc, char** argv) {
   grpc_completion_queue* shutdown_done = grpc_completion_queue_create_for_next(nullptr);
   grpc_server_shutdown_and_notify(server->c_server(), shutdown_done, nullptr);
   std::printf("shutdown: drain over, GOAWAY sent, waiting for our calls in flight\n");
-  const std::size_t left = calls->wait_idle(started + shutdown_timeout);
+  const std::size_t left = calls->close_when_idle(started + shutdown_timeout);
   // docs:end last-call
   // docs:begin quick-exit
   if (left == 0) {

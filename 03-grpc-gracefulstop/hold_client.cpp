@@ -1,15 +1,19 @@
 // hold-client - a long-lived caller: one channel, kept open and idle.
 //
 //   hold-client --connect HOST:PORT [--work-ms MS (-1 = no call)] [--close] [--keep-sending]
+//               [--health-checked]
 //
 // Connects, prints "connected", sends at most one Work RPC and prints
 // "reply: CODE at_ns=N" (N: CLOCK_MONOTONIC, comparable across processes),
 // then keeps the channel open and does nothing until SIGTERM or SIGINT
 // (--close: drops the channel after the reply, as a one-shot client does;
 // --keep-sending: a busy caller, which also sends a Work of 0 ms every 5 ms
-// on the same channel, from connecting until SIGTERM, whatever they return).
-// It never sets GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS: an idle channel
-// reads its socket only on gRPC's default backup poll, as real clients do.
+// on the same channel, from connecting until SIGTERM, whatever they return;
+// --health-checked: round_robin with client-side health checking and no
+// retries, "connected" once the balancer's health Watch said SERVING).
+// It never sets GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS itself: an idle
+// channel reads its socket only on the backup poll, every 5 s by default as
+// for real clients; a test that needs it never to come sets it longer.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <unistd.h>
@@ -27,11 +31,12 @@
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   support::Flags flags(argc, argv, "usage: hold-client --connect HOST:PORT [--work-ms MS (-1 = no call)] [--close] "
-                       "[--keep-sending]");
+                       "[--keep-sending] [--health-checked]");
   const auto [host, port] = flags.host_port("--connect", "127.0.0.1:50051");
   const long long work_ms = flags.integer("--work-ms", -1, -1, 60'000);
   const bool close = flags.present("--close");
   const bool keep_sending = flags.present("--keep-sending");
+  const bool health_checked = flags.present("--health-checked");
   flags.done();
   if (close && keep_sending) support::Flags::fail("--keep-sending", "cannot keep sending on a channel it closes");
   // Blocked before gRPC starts a thread: only sigwait() below takes them.
@@ -41,7 +46,16 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto channel = grpc::CreateChannel(host + ":" + std::to_string(port), grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::Channel> channel;
+  if (health_checked) {
+    grpc::ChannelArguments args;
+    args.SetServiceConfigJSON(grpcstop::kNoRetryServiceConfig);
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+    channel = grpc::CreateCustomChannel("ipv4:" + host + ":" + std::to_string(port),
+                                        grpc::InsecureChannelCredentials(), args);
+  } else {
+    channel = grpc::CreateChannel(host + ":" + std::to_string(port), grpc::InsecureChannelCredentials());
+  }
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
     std::fprintf(stderr, "hold-client: --connect: cannot connect to %s:%d\n", host.c_str(), port);
     return 1;

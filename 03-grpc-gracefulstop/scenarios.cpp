@@ -244,6 +244,7 @@ struct Load::Impl {
       c->request.set_id(c->result.id);
       c->request.set_work_ms(options.work_ms);
       c->context.set_deadline(std::chrono::system_clock::now() + options.rpc_timeout);
+      if (options.wait_for_ready) c->context.set_wait_for_ready(true);
       c->result.sent = Clock::now();
       stub->async()->Work(&c->context, &c->request, &c->reply, [this, c](grpc::Status status) {
         std::lock_guard lock(mu);

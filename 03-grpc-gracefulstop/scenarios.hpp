@@ -103,6 +103,9 @@ struct LoadOptions {
   long long work_ms = 300;
   std::string id_prefix = "rpc";
   milliseconds rpc_timeout = milliseconds(10'000);
+  // Each call waits for a connection that is READY instead of failing at
+  // once while the channel has none (gRPC's wait-for-ready call option).
+  bool wait_for_ready = false;
 };
 struct LoadResult {
   std::vector<RpcResult> rpcs;  // in id order; only the ones sent

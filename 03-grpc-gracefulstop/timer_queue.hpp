@@ -7,6 +7,9 @@
 // lesson needs from it is cancel(): true when the callback was still
 // pending and now never runs, false when it already ran or is running, so
 // exactly one of the two sides (the timer, or OnCancel) finishes the call.
+// And stop(): a callback may still be inside Finish() when gRPC already
+// counts its call as done and Shutdown() has returned, so main() stops this
+// thread before the server is destroyed.
 #pragma once
 
 #include <chrono>
@@ -25,14 +28,7 @@ class TimerQueue {
   using Id = std::uint64_t;  // 0 is never a timer
 
   TimerQueue() : thread_([this] { run(); }) {}
-  ~TimerQueue() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
+  ~TimerQueue() { stop(); }
   TimerQueue(const TimerQueue&) = delete;
   TimerQueue& operator=(const TimerQueue&) = delete;
 
@@ -43,6 +39,17 @@ class TimerQueue {
     pending_.emplace(Key{std::chrono::steady_clock::now() + delay, id}, std::move(fn));
     cv_.notify_all();
     return id;
+  }
+
+  // Waits for a callback that is running, then ends the thread; callbacks
+  // still pending never run. Idempotent.
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
   }
 
   // True if `id` was pending: it is removed and will never run.
