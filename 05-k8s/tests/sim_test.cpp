@@ -120,16 +120,18 @@ TEST_CASE("sim 030-drain http: Connection: close moves keep-alive clients, nothi
 }
 // 030 drains, but nothing tells a caller that keeps one connection to
 // leave: every caller is still on the old pod when Shutdown() sends its
-// GOAWAY, and a call that crosses that GOAWAY comes back CANCELLED from
-// gRPC C++ 1.51 (grpc/grpc#41785; one stop in several, so the count is
-// not asserted: who is still connected is).
+// GOAWAY. A call that crosses that GOAWAY comes back CANCELLED from gRPC
+// C++ 1.51 (grpc/grpc#41785), and one still queued for a server thread when
+// the last call is answered is refused unstarted (chapter 03's 050): one
+// stop in several, so the count is not asserted; who is still connected is.
 TEST_CASE("sim 030-drain grpc: nothing refused, but every caller is still on the old pod when its drain ends") {
   if (skip()) return;
   auto r = rollout("030-drain", "grpc");
   CHECK(r.callers_on_old == 4);
   CHECK(r.old_graceful);
   CHECK(r.lost.empty());
-  for (const auto& [why, n] : r.symptoms) CHECK(why == "CANCELLED: CANCELLED");
+  for (const auto& [why, n] : r.symptoms)
+    CHECK((why == "CANCELLED: CANCELLED" || why == "UNAVAILABLE: server stopping: call not started"));
 }
 TEST_CASE("sim 035-connection-age http: as 030, nothing failed or lost, exit 0 within grace") {
   if (!skip()) clean_http("035-connection-age");
