@@ -38,7 +38,11 @@ double percentile(std::vector<double> v, int p) {
   return v[(v.size() - 1) * static_cast<std::size_t>(p) / 100];
 }
 
-// One run: microseconds from the reply to the server's exit.
+double ms_between(grpcstop::Clock::time_point from, grpcstop::Clock::time_point to) {
+  return static_cast<double>(std::chrono::duration_cast<microseconds>(to - from).count()) / 1000.0;
+}
+
+// One run: milliseconds from the reply to the server's exit.
 enum class Kind { closes, keeps, keeps_sending, keeps_plus_idle };
 const char* name(Kind k) {
   switch (k) {
@@ -76,8 +80,7 @@ double one_run(const std::string& stage, const std::string& hold_client, testkit
   const auto replied = grpcstop::Clock::time_point(std::chrono::nanoseconds(at_ns));
   caller.send_signal(SIGTERM);
   caller.expect_exit(milliseconds(5000));
-  return static_cast<double>(std::chrono::duration_cast<microseconds>(server.process().exit_time() - replied).count()) /
-         1000.0;
+  return ms_between(replied, server.process().exit_time());
 }
 
 // The kernel's part alone: the idle server killed with SIGKILL (no code of
@@ -87,8 +90,7 @@ double kill_floor(const std::string& stage, testkit::RedisServer& redis) {
   grpcstop::Server server(stage, redis.address());
   const auto sent = server.process().send_signal(SIGKILL);
   server.process().expect_exit(milliseconds(30'000));
-  return static_cast<double>(std::chrono::duration_cast<microseconds>(server.process().exit_time() - sent).count()) /
-         1000.0;
+  return ms_between(sent, server.process().exit_time());
 }
 
 }  // namespace

@@ -218,10 +218,10 @@ class Sim {
   milliseconds real(double manifest_ms) const {
     return milliseconds(static_cast<long long>(manifest_ms * o_.ms_per_s / 1000.0));
   }
-  void event(const std::string& what) {
-    const double t = std::chrono::duration<double>(Clock::now() - start_).count() * 1000.0 / o_.ms_per_s;
+  // A timeline line, at `at` (now, unless the moment is known only later).
+  void event(const std::string& what, Clock::time_point at = Clock::now()) {
     char buf[32];
-    std::snprintf(buf, sizeof buf, "t=%5.1fs ", t);
+    std::snprintf(buf, sizeof buf, "t=%5.1fs ", since_start_s(at));
     std::lock_guard lock(mu_);
     result_.timeline.push_back(buf + what);
   }
@@ -575,12 +575,10 @@ SimResult Sim::run() {
       }
       result_.callers_on_old = 0;
       for (const auto& [caller, old] : on_old) result_.callers_on_old += old ? 1 : 0;
-      char buf[160];
-      std::snprintf(buf, sizeof buf, "t=%5.1fs old pod stops serving (%s): %d of %d callers still connected to it",
-                    since_start_s(stopped), stopped == (*old_pod)->exit_time() ? "gone" : "GOAWAY",
-                    result_.callers_on_old, o_.clients);
-      std::lock_guard lock(mu_);
-      result_.timeline.push_back(buf);
+      event(std::string("old pod stops serving (") + (stopped == (*old_pod)->exit_time() ? "gone" : "GOAWAY") +
+                "): " + std::to_string(result_.callers_on_old) + " of " + std::to_string(o_.clients) +
+                " callers still connected to it",
+            stopped);
     }
     const std::string key = program_.protocol == "http" ? "incr:ids" : "work:done";
     const double work_ms = std::stod(arg_value(c_.args, "--work-ms").value_or("0"));
