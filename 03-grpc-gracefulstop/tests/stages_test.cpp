@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "scenarios.hpp"
@@ -960,9 +962,10 @@ TEST_CASE("070 quick-exit handles SIGTERM with an idle long-lived client: exit 0
 }
 
 #ifdef GRPCSTOP_070_STATIC
-// The same source linked statically (README, "Benchmarks": the kernel's part
-// of an exit grows with what the process maps). Built without sanitizers only.
-TEST_CASE("070 quick-exit linked statically: no shared gRPC, Protobuf or Abseil library is mapped, and the stop is 070's") {
+// The same source linked statically and with one malloc arena (README,
+// "Benchmarks": the kernel's part of an exit grows with what the process
+// maps). Built without sanitizers only.
+TEST_CASE("070 quick-exit linked statically, one malloc arena: no shared gRPC, Protobuf or Abseil library and no arena reservation is mapped, and the stop is 070's") {
   const std::string binary = testkit::stage_binary(CHAPTER_BIN_DIR, "070-quick-exit-static");
   {
     testkit::RedisServer redis;
@@ -975,6 +978,22 @@ TEST_CASE("070 quick-exit linked statically: no shared gRPC, Protobuf or Abseil 
     CHECK(maps.find("/libprotobuf") == std::string::npos);
     CHECK(maps.find("/libabsl") == std::string::npos);
     CHECK(maps.find("/libhiredis") == std::string::npos);
+    // One malloc arena (one_arena.cpp): no thread got a 64 MB arena
+    // reservation of its own (an anonymous mapping with no access; a
+    // thread's stack guard is one page).
+    std::istringstream lines(maps);
+    int arenas = 0;
+    for (std::string line; std::getline(lines, line);) {
+      unsigned long from = 0, to = 0;
+      char perms[5] = {};
+      unsigned long offset = 0;
+      char dev[6] = {};
+      unsigned long inode = 1;
+      if (std::sscanf(line.c_str(), "%lx-%lx %4s %lx %5s %lu", &from, &to, perms, &offset, dev, &inode) == 6 &&
+          std::string(perms) == "---p" && inode == 0 && to - from >= (16ul << 20))
+        ++arenas;
+    }
+    CHECK(arenas == 0);
   }
   require_quick_exit(under_load_with_idle_client(binary, stage("070")));
 }
