@@ -16,7 +16,7 @@
 #     client; with the ratio of each to the closing caller's. --drain-ms 0:
 #     the drain is a deliberate wait, not overhead. First, per binary, the
 #     kernel's part alone (SIGKILL of the idle server). 070-quick-exit-static
-#     is 070 linked statically.
+#     is 070 linked statically, with one malloc arena.
 #
 #   03-grpc-gracefulstop/bench/bench.sh [BUILD_DIR (default build/default)] [ROUNDS (default 9)] [RPCS per round (default 5000)]
 set -euo pipefail
