@@ -21,6 +21,8 @@ struct Server {
   bool readiness_drains;    // readiness turns false (503 / NOT_SERVING) at SIGTERM
   bool has_deadline;        // --shutdown-timeout-ms bounds the stop
   std::string drain_flag;   // its drain delay flag, included in the deadline
+  std::string age_flag;     // gRPC: its maximum connection age flag, if it has one
+  long long age_default_ms; // and the age it uses without the flag
 };
 const std::map<std::string, Server>& servers() {
   static const std::set<std::string> http{"--port", "--redis", "--work-ms", "--handler-ms",
@@ -31,15 +33,15 @@ const std::map<std::string, Server>& servers() {
     return f;
   };
   static const std::map<std::string, Server> table{
-      {"gs-http/010-naive-exit", {with(http, {"--listen"}), "httpGet", paths, false, false, ""}},
+      {"gs-http/010-naive-exit", {with(http, {"--listen"}), "httpGet", paths, false, false, "", "", 0}},
       {"gs-http/050-drain-first",
        {with(http, {"--listen", "--keep-alive-max", "--shutdown-timeout-ms", "--drain-delay-ms"}), "httpGet",
-        paths, true, true, "--drain-delay-ms"}},
-      {"gs-grpc/010-naive-exit", {{"--listen", "--port", "--redis"}, "grpc", {}, false, false, ""}},
+        paths, true, true, "--drain-delay-ms", "", 0}},
+      {"gs-grpc/010-naive-exit", {{"--listen", "--port", "--redis"}, "grpc", {}, false, false, "", "", 0}},
       {"gs-grpc/060-connection-age",
        {{"--listen", "--port", "--redis", "--shutdown-timeout-ms", "--drain-ms", "--max-connection-age-ms",
          "--max-connection-age-grace-ms"},
-        "grpc", {}, true, true, "--drain-ms"}},
+        "grpc", {}, true, true, "--drain-ms", "--max-connection-age-ms", 300'000}},
   };
   return table;
 }
@@ -90,8 +92,8 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
 
 const std::vector<std::string>& rule_names() {
   static const std::vector<std::string> names{"structure", "server-args", "readiness-probe", "prestop",
-                                              "grace-budget", "rollout",     "pdb",             "security",
-                                              "resources"};
+                                              "grace-budget", "connection-age", "rollout", "pdb",
+                                              "security", "resources"};
   return names;
 }
 
@@ -106,9 +108,9 @@ std::vector<RuleResult> check_variant(const Variant& v) {
   add("structure", kinds_problems, std::to_string(v.kinds.size()) + " documents: " + join(v.kinds, ", "));
 
   // The other rules look at the Deployment(s) that passed the structural check.
-  std::vector<std::string> args_p, ready_p, pre_p, budget_p, roll_p, pdb_p, sec_p, res_p;
-  std::string args_ok, ready_ok, pre_ok, budget_ok, roll_ok, pdb_ok, sec_ok = "non-root, read-only root, no escalation",
-                                                                      res_ok = "requests and limits";
+  std::vector<std::string> args_p, ready_p, pre_p, budget_p, age_p, roll_p, pdb_p, sec_p, res_p;
+  std::string args_ok, ready_ok, pre_ok, budget_ok, age_ok, roll_ok, pdb_ok,
+      sec_ok = "non-root, read-only root, no escalation", res_ok = "requests and limits";
   for (const auto& d : v.deployments) {
     for (const auto& c : d.containers) {
       const std::string who = c.name;
@@ -183,6 +185,36 @@ std::vector<RuleResult> check_variant(const Variant& v) {
             budget_ok = "grace " + grace_txt + " >= " + sum;  // the same for every container here
         }
       }
+      // connection age (gRPC): callers that keep one channel (seed 001) are
+      // never moved by an endpoint change, only by a GOAWAY. The age's
+      // GOAWAY must reach each of them while the server still serves: a
+      // caller that reconnected to this pod just before its endpoint
+      // removal took effect (at most the preStop) gets its next one within
+      // age × 1.1 (gRPC's jitter), so that must fit in the drain.
+      if (srv != servers().end() && srv->second.probe == "grpc") {
+        const auto& drain_flag = srv->second.drain_flag;
+        const long long drain_ms = drain_flag.empty() ? 0 : ms_arg(c, drain_flag, 1000);
+        if (srv->second.age_flag.empty()) {
+          age_p.push_back(who + ": " + bin + " has no maximum connection age: callers that keep their connection " +
+                          "stay on the old pod until it stops serving");
+        } else {
+          const long long age_ms = ms_arg(c, srv->second.age_flag, srv->second.age_default_ms);
+          auto secs = [](long long ms) {
+            char b[32];
+            std::snprintf(b, sizeof b, "%g s", static_cast<double>(ms) / 1000);
+            return std::string(b);
+          };
+          const std::string sum = "age " + secs(age_ms) + " × 1.1 = " + secs(age_ms * 11 / 10);
+          if (age_ms < 0 || drain_ms < 0)
+            age_p.push_back(who + ": " + srv->second.age_flag + " / " + drain_flag + " are not numbers");
+          else if (age_ms * 11 / 10 >= drain_ms)
+            age_p.push_back(who + ": " + sum + (arg_value(c.args, srv->second.age_flag) ? "" : " (default)") +
+                            " >= drain " + secs(drain_ms) + ": callers that keep their connection are still on " +
+                            "the old pod when it stops serving");
+          else
+            age_ok += (age_ok.empty() ? "" : ", ") + who + ": " + sum + " < drain " + secs(drain_ms);
+        }
+      }
       // security
       const bool non_root = c.run_as_non_root.value_or(d.pod_run_as_non_root.value_or(false));
       const long long uid = c.run_as_user.value_or(d.pod_run_as_user.value_or(-1));
@@ -222,14 +254,16 @@ std::vector<RuleResult> check_variant(const Variant& v) {
     }
     if (pdb_ok.empty() && pdb_p.empty()) pdb_ok = "no PodDisruptionBudget (replicas 1: one could only block drains)";
   }
+  if (age_ok.empty() && age_p.empty()) age_ok = "no gRPC server";
   if (v.deployments.empty()) {
-    for (auto* p : {&args_p, &ready_p, &pre_p, &budget_p, &roll_p, &pdb_p, &sec_p, &res_p})
+    for (auto* p : {&args_p, &ready_p, &pre_p, &budget_p, &age_p, &roll_p, &pdb_p, &sec_p, &res_p})
       p->push_back("no valid Deployment to check");
   }
   add("server-args", args_p, args_ok + " (every flag known)");
   add("readiness-probe", ready_p, ready_ok);
   add("prestop", pre_p, pre_ok);
   add("grace-budget", budget_p, budget_ok);
+  add("connection-age", age_p, age_ok);
   add("rollout", roll_p, roll_ok);
   add("pdb", pdb_p, pdb_ok);
   add("security", sec_p, sec_ok);

@@ -67,13 +67,14 @@ struct Scratch {
 
 }  // namespace
 
-TEST_CASE("validate 010-naive: fails readiness, preStop, budget, rollout (minReadySeconds), security and resources") {
+TEST_CASE("validate 010-naive: fails readiness, preStop, budget, connection age, rollout (minReadySeconds), security and resources") {
   auto r = validate({"--dir", kChapter, "--variant", "010-naive"});
   INFO(r.out);
   CHECK(r.status.exited);
   CHECK(r.status.code == 1);
-  CHECK(r.failed == std::set<std::string>{"readiness-probe", "prestop", "grace-budget", "rollout", "security",
-                                          "resources"});
+  CHECK(r.failed == std::set<std::string>{"readiness-probe", "prestop", "grace-budget", "connection-age", "rollout",
+                                          "security", "resources"});
+  CHECK(r.out.find("grpc: 010-naive-exit has no maximum connection age") != std::string::npos);
   // replicas 1 with the default 25%/25%: maxUnavailable 0, maxSurge 1 already.
   CHECK(r.out.find("minReadySeconds 0 < 5") != std::string::npos);
   CHECK(r.out.find("maxUnavailable 0 (default 25% of 1)") == std::string::npos);
@@ -82,24 +83,48 @@ TEST_CASE("validate 010-naive: fails readiness, preStop, budget, rollout (minRea
   CHECK(r.passed.count("server-args"));
 }
 
-TEST_CASE("validate 020-prestop-equals-grace: only the grace budget fails, and it asks for seed 001's 50 s") {
+TEST_CASE("validate 020-prestop-equals-grace: the grace budget fails and asks for seed 001's 50 s; so does the connection age, as in 030") {
   auto r = validate({"--dir", kChapter, "--variant", "020-prestop-equals-grace"});
   INFO(r.out);
   CHECK(r.status.code == 1);
-  CHECK(r.failed == std::set<std::string>{"grace-budget"});
+  CHECK(r.failed == std::set<std::string>{"grace-budget", "connection-age"});
   CHECK(r.out.find("http: grace 30 s < preStop 30 + deadline 15 (drain 5 included) + margin 5 = 50 s") !=
         std::string::npos);
   CHECK(r.out.find("grpc: grace 30 s < preStop 30 + deadline 15 (drain 5 included) + margin 5 = 50 s") !=
         std::string::npos);
 }
 
-TEST_CASE("validate 030-drain, 035-connection-age and 040-native-sleep: every rule passes") {
-  for (const char* v : {"030-drain", "035-connection-age", "040-native-sleep"}) {
+// The rule the simulator's "left" column measures (sim_test.cpp): 030's gRPC
+// server keeps the default age of 5 minutes, so its pinned callers are all
+// still on the old pod when the drain ends.
+TEST_CASE("validate 030-drain: every rule passes but the connection age, whose default (300 s) does not fit in the 5 s drain") {
+  auto r = validate({"--dir", kChapter, "--variant", "030-drain"});
+  INFO(r.out);
+  CHECK(r.status.code == 1);
+  CHECK(r.failed == std::set<std::string>{"connection-age"});
+  CHECK(r.out.find("grpc: age 300 s × 1.1 = 330 s (default) >= drain 5 s") != std::string::npos);
+}
+
+TEST_CASE("validate 035-connection-age and 040-native-sleep: every rule passes") {
+  for (const char* v : {"035-connection-age", "040-native-sleep"}) {
     auto r = validate({"--dir", kChapter, "--variant", v});
     INFO(v << "\n" << r.out);
     CHECK(r.status.ok());
     CHECK(r.failed.empty());
-    CHECK(r.passed.size() == 11);  // 9 rules + schema + the Dockerfile
+    CHECK(r.passed.size() == 12);  // 10 rules + schema + the Dockerfile
+    CHECK(r.out.find("grpc: age 2 s × 1.1 = 2.2 s < drain 5 s") != std::string::npos);
+  }
+}
+
+TEST_CASE("validate connection-age: an age whose jitter reaches the end of the drain fails (4.6 s), one that ends before passes (4.5 s)") {
+  for (const auto& [age, ok] : std::vector<std::pair<std::string, bool>>{{"5000", false}, {"4600", false},
+                                                                          {"4500", true}}) {
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/grpc.yaml", "\"--max-connection-age-ms\", \"2000\"",
+              "\"--max-connection-age-ms\", \"" + age + "\"");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
+    INFO(age << "\n" << r.out);
+    CHECK(r.failed == (ok ? std::set<std::string>{} : std::set<std::string>{"connection-age"}));
   }
 }
 
@@ -121,9 +146,9 @@ TEST_CASE("validate structure: an unknown field, a wrong apiVersion and a wrong 
                         Case{"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: \"yes\"",
                              "readOnlyRootFilesystem: expected true or false"},
                         Case{"kind: Service", "kind: Servce", "unknown kind 'Servce'"}}) {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", c.from, c.to);
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/app.yaml", c.from, c.to);
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(r.out);
     CHECK(r.status.code == 1);
     CHECK(r.failed.count("structure"));
@@ -133,26 +158,26 @@ TEST_CASE("validate structure: an unknown field, a wrong apiVersion and a wrong 
 
 TEST_CASE("validate schema: the official schema rejects a wrong type and a missing field, and lets an unknown field through") {
   {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", "terminationGracePeriodSeconds: 25", "terminationGracePeriodSeconds: \"25\"");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/app.yaml", "terminationGracePeriodSeconds: 25", "terminationGracePeriodSeconds: \"25\"");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(r.out);
     CHECK(r.failed.count("schema"));
     CHECK(r.out.find("terminationGracePeriodSeconds must be integer") != std::string::npos);
   }
   {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/grpc.yaml", "      containers:\n", "      initContainers:\n");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/grpc.yaml", "      containers:\n", "      initContainers:\n");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(r.out);
     CHECK(r.failed.count("schema"));
     CHECK(r.out.find("containers") != std::string::npos);
   }
   {
     // The schema has no additionalProperties: false: only the project's model catches a typo.
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", "terminationGracePeriodSeconds: 25", "terminationGracePeriodSecond: 25");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/app.yaml", "terminationGracePeriodSeconds: 25", "terminationGracePeriodSecond: 25");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(r.out);
     CHECK(r.passed.count("schema"));
     CHECK(r.failed.count("structure"));
@@ -161,39 +186,39 @@ TEST_CASE("validate schema: the official schema rejects a wrong type and a missi
 
 TEST_CASE("validate rules: a flag the server lacks, a probe path it does not serve, a PDB that blocks drains fail") {
   {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", "\"--drain-delay-ms\"", "\"--drain-ms\"");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/app.yaml", "\"--drain-delay-ms\"", "\"--drain-ms\"");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     CHECK(r.failed.count("server-args"));
   }
   {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", "path: /readyz", "path: /ready");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/app.yaml", "path: /readyz", "path: /ready");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     CHECK(r.failed == std::set<std::string>{"readiness-probe"});
   }
   {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", "path: /readyz", "path: /healthz");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/app.yaml", "path: /readyz", "path: /healthz");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(r.out);
     CHECK(r.out.find("/healthz of 050-drain-first never turns 503 while draining") != std::string::npos);
   }
   {
     // replicas 1 and minAvailable 1: zero disruptions allowed, node drains block.
-    Scratch s("030-drain");
-    std::ofstream(s.root / "manifests/030-drain/pdb.yaml")
+    Scratch s("035-connection-age");
+    std::ofstream(s.root / "manifests/035-connection-age/pdb.yaml")
         << "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: http\n"
            "spec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app: http\n";
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(r.out);
     CHECK(r.failed == std::set<std::string>{"pdb"});
     CHECK(r.out.find("allows 0 disruptions with replicas 1") != std::string::npos);
   }
   {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/grpc.yaml", "grpc:\n              port: 50051", "httpGet:\n              path: /readyz\n              port: 50051");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/grpc.yaml", "grpc:\n              port: 50051", "httpGet:\n              path: /readyz\n              port: 50051");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(r.out);
     CHECK(r.failed == std::set<std::string>{"readiness-probe"});
   }
@@ -201,23 +226,23 @@ TEST_CASE("validate rules: a flag the server lacks, a probe path it does not ser
 
 TEST_CASE("validate rollout: resolved like the Deployment controller, \"0%\" is 0, minReadySeconds is required") {
   {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", "maxUnavailable: 0", "maxUnavailable: \"0%\"");
-    s.replace("manifests/030-drain/app.yaml", "maxSurge: 1", "maxSurge: \"25%\"");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/app.yaml", "maxUnavailable: 0", "maxUnavailable: \"0%\"");
+    s.replace("manifests/035-connection-age/app.yaml", "maxSurge: 1", "maxSurge: \"25%\"");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(r.out);
     CHECK(r.failed.empty());
   }
   {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", "maxUnavailable: 0", "maxUnavailable: 1");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/app.yaml", "maxUnavailable: 0", "maxUnavailable: 1");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     CHECK(r.failed == std::set<std::string>{"rollout"});
   }
   {
-    Scratch s("030-drain");
-    s.replace("manifests/030-drain/app.yaml", "  minReadySeconds: 5\n", "");
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    Scratch s("035-connection-age");
+    s.replace("manifests/035-connection-age/app.yaml", "  minReadySeconds: 5\n", "");
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(r.out);
     CHECK(r.failed == std::set<std::string>{"rollout"});
     CHECK(r.out.find("http: minReadySeconds 0 < 5") != std::string::npos);
@@ -229,9 +254,9 @@ TEST_CASE("validate Dockerfile: shell-form ENTRYPOINT, no tini and root USER are
            {"ENTRYPOINT [\"/usr/bin/tini\", \"--\"]", "ENTRYPOINT /usr/local/bin/050-drain-first"},
            {"ENTRYPOINT [\"/usr/bin/tini\", \"--\"]", "ENTRYPOINT [\"/usr/local/bin/050-drain-first\"]"},
            {"USER 10001:10001", "USER root"}}) {
-    Scratch s("030-drain");
+    Scratch s("035-connection-age");
     s.replace("Dockerfile", from, to);
-    auto r = validate({"--dir", s.root.string(), "--variant", "030-drain"});
+    auto r = validate({"--dir", s.root.string(), "--variant", "035-connection-age"});
     INFO(to << "\n" << r.out);
     CHECK(r.status.code == 1);
     CHECK(r.failed == std::set<std::string>{"dockerfile"});
@@ -254,7 +279,8 @@ TEST_CASE("validate bad input: unknown variant, missing directory, unknown flag 
 
 TEST_CASE("manifest server args are real: each variant's server starts with its manifest's args") {
   testkit::RedisServer redis;
-  for (const char* variant : {"010-naive", "020-prestop-equals-grace", "030-drain", "040-native-sleep"}) {
+  for (const char* variant :
+       {"010-naive", "020-prestop-equals-grace", "030-drain", "035-connection-age", "040-native-sleep"}) {
     const auto v = k8s::load_variant(kChapter + "/manifests/" + variant);
     REQUIRE(v.deployments.size() == 2);
     for (const auto& d : v.deployments) {
