@@ -35,14 +35,20 @@ k8s::SimResult rollout(const std::string& variant, const std::string& deployment
   o.variant_dir = dir.empty() ? std::string(CHAPTER_SOURCE_DIR) + "/manifests/" + variant : dir;
   o.deployment = deployment;
   o.programs = {K8S_HTTP_DIR, K8S_GRPC_DIR, K8S_CALLER, K8S_HAPROXY};
-  auto r = k8s::simulate(o);
-  std::string timeline, symptoms;
-  for (const auto& l : r.timeline) timeline += l + "\n";
-  for (const auto& [why, n] : r.symptoms) symptoms += std::to_string(n) + " x " + why + "\n";
-  UNSCOPED_INFO(variant << "/" << deployment << " timeline:\n"
-                        << timeline << "old pod: " << r.old_exit << "\nfailures:\n"
-                        << symptoms);
-  return r;
+  // Every manifest duration is a bound of the run: under sanitizers the
+  // servers and callers are several times slower, so a manifest second
+  // lasts that much longer too (TESTKIT_TIMEOUT_SCALE).
+  o.ms_per_s = static_cast<int>(testkit::scaled(std::chrono::milliseconds(o.ms_per_s)).count());
+  return k8s::simulate(o);
+}
+
+// What a failed check prints: the timeline, the old pod's end, the failures.
+std::string describe(const k8s::SimResult& r) {
+  std::string text = "timeline:\n";
+  for (const auto& l : r.timeline) text += l + "\n";
+  text += "old pod: " + r.old_exit + "\nfailures:\n";
+  for (const auto& [why, n] : r.symptoms) text += std::to_string(n) + " x " + why + "\n";
+  return text;
 }
 
 }  // namespace
@@ -50,6 +56,7 @@ k8s::SimResult rollout(const std::string& variant, const std::string& deployment
 TEST_CASE("sim 010-naive http: keep-alive clients fail when the pod dies by SIGTERM, acknowledged writes are lost") {
   if (skip()) return;
   auto r = rollout("010-naive", "http");
+  INFO(describe(r));
   CHECK(r.old_exit == "killed by SIGTERM");
   CHECK(!r.dropped.empty());
   CHECK(!r.lost.empty());
@@ -59,6 +66,7 @@ TEST_CASE("sim 010-naive http: keep-alive clients fail when the pod dies by SIGT
 TEST_CASE("sim 010-naive grpc: callers' RPCs fail UNAVAILABLE when the pod dies by SIGTERM") {
   if (skip()) return;
   auto r = rollout("010-naive", "grpc");
+  INFO(describe(r));
   CHECK(r.old_exit == "killed by SIGTERM");
   REQUIRE(!r.dropped.empty());
   for (const auto& [why, n] : r.symptoms) CHECK(why.rfind("UNAVAILABLE", 0) == 0);
@@ -68,6 +76,7 @@ TEST_CASE("sim 010-naive grpc: callers' RPCs fail UNAVAILABLE when the pod dies 
 TEST_CASE("sim 020-prestop-equals-grace grpc: seed 001, SIGKILL mid-drain fails the RPCs of callers still on the old pod") {
   if (skip()) return;
   auto r = rollout("020-prestop-equals-grace", "grpc");
+  INFO(describe(r));
   CHECK(r.old_sigkilled);
   // Killed 2 s (manifest time) after SIGTERM at 30 s, mid-way through the 5 s drain.
   CHECK(r.old_stop_s >= 31.5);
@@ -83,6 +92,7 @@ TEST_CASE("sim 020-prestop-equals-grace grpc: seed 001, SIGKILL mid-drain fails 
 TEST_CASE("sim 020-prestop-equals-grace http: SIGKILL mid-drain loses writes acknowledged on kept-alive connections") {
   if (skip()) return;
   auto r = rollout("020-prestop-equals-grace", "http");
+  INFO(describe(r));
   CHECK(r.old_sigkilled);
   CHECK(r.window_s > r.old_stop_s);
   CHECK(!r.lost.empty());
@@ -92,6 +102,7 @@ TEST_CASE("sim 020-prestop-equals-grace http: SIGKILL mid-drain loses writes ack
 namespace {
 void clean_http(const std::string& variant) {
   auto r = rollout(variant, "http");
+  INFO(describe(r));
   CHECK(r.sent > 0);
   CHECK(r.dropped.empty());
   CHECK(r.lost.empty());
@@ -105,6 +116,7 @@ void clean_http(const std::string& variant) {
 // for a call crossing that GOAWAY, is gone with it).
 void clean_grpc(const std::string& variant) {
   auto r = rollout(variant, "grpc");
+  INFO(describe(r));
   CHECK(r.sent > 0);
   CHECK(r.callers_on_old == 0);
   CHECK(r.dropped.empty());
@@ -127,6 +139,7 @@ TEST_CASE("sim 030-drain http: Connection: close moves keep-alive clients, nothi
 TEST_CASE("sim 030-drain grpc: nothing refused, but every caller is still on the old pod when its drain ends") {
   if (skip()) return;
   auto r = rollout("030-drain", "grpc");
+  INFO(describe(r));
   CHECK(r.callers_on_old == 4);
   CHECK(r.old_graceful);
   CHECK(r.lost.empty());

@@ -83,7 +83,7 @@ TEST_CASE("validate 010-naive: fails readiness, preStop, budget, connection age,
   CHECK(r.passed.count("server-args"));
 }
 
-TEST_CASE("validate 020-prestop-equals-grace: the grace budget fails and asks for seed 001's 50 s; so does the connection age, as in 030") {
+TEST_CASE("validate 020-prestop-equals-grace: the grace budget fails and asks for seed 001's 50 s, the connection age fails as in 030") {
   auto r = validate({"--dir", kChapter, "--variant", "020-prestop-equals-grace"});
   INFO(r.out);
   CHECK(r.status.code == 1);
