@@ -73,6 +73,14 @@ long long ms_arg(const Container& c, const std::string& flag, long long fallback
   }
 }
 
+// The server's drain delay in the container's args, or the server's own
+// default (chapter 03's --drain-ms 1000, chapter 02's --drain-delay-ms
+// 2000); 0 for a server that does not drain, -1 if not a number.
+long long drain_ms_of(const Container& c, const Server& s) {
+  if (s.drain_flag.empty()) return 0;
+  return ms_arg(c, s.drain_flag, s.drain_flag == "--drain-ms" ? 1000 : 2000);
+}
+
 bool selects(const std::map<std::string, std::string>& selector, const std::map<std::string, std::string>& labels) {
   if (selector.empty()) return false;
   for (const auto& [k, val] : selector) {
@@ -166,7 +174,7 @@ std::vector<RuleResult> check_variant(const Variant& v) {
       } else {
         const long long deadline_ms = ms_arg(c, "--shutdown-timeout-ms", 10'000);
         const auto& drain_flag = srv->second.drain_flag;
-        const long long drain_ms = drain_flag.empty() ? 0 : ms_arg(c, drain_flag, drain_flag == "--drain-ms" ? 1000 : 2000);
+        const long long drain_ms = drain_ms_of(c, srv->second);
         if (deadline_ms < 0 || drain_ms < 0) {
           budget_p.push_back(who + ": --shutdown-timeout-ms / " + drain_flag + " are not numbers");
         } else {
@@ -193,7 +201,7 @@ std::vector<RuleResult> check_variant(const Variant& v) {
       // age × 1.1 (gRPC's jitter), so that must fit in the drain.
       if (srv != servers().end() && srv->second.probe == "grpc") {
         const auto& drain_flag = srv->second.drain_flag;
-        const long long drain_ms = drain_flag.empty() ? 0 : ms_arg(c, drain_flag, 1000);
+        const long long drain_ms = drain_ms_of(c, srv->second);
         if (srv->second.age_flag.empty()) {
           age_p.push_back(who + ": " + bin + " has no maximum connection age: callers that keep their connection " +
                           "stay on the old pod until it stops serving");
