@@ -220,10 +220,12 @@ class Sim {
   }
   // A timeline line, at `at` (now, unless the moment is known only later).
   void event(const std::string& what, Clock::time_point at = Clock::now()) {
+    const double t = since_start_s(at);
     char buf[32];
-    std::snprintf(buf, sizeof buf, "t=%5.1fs ", since_start_s(at));
+    std::snprintf(buf, sizeof buf, "t=%5.1fs ", t);
     std::lock_guard lock(mu_);
     result_.timeline.push_back(buf + what);
+    timeline_at_.push_back(t);
   }
   std::unique_ptr<Child> start_pod(const std::string& ip);
   bool probe_ready(const std::string& ip);
@@ -244,6 +246,7 @@ class Sim {
   std::string redis_;
   std::mutex mu_;
   SimResult result_;
+  std::vector<double> timeline_at_;  // the exact moment of each timeline line
   std::vector<Endpoint> endpoints_;
   std::atomic<bool> stop_load_{false};
 };
@@ -293,6 +296,7 @@ void Sim::set_endpoint(const std::string& ip, bool ready, bool serving, bool ter
   char buf[32];
   std::snprintf(buf, sizeof buf, "t=%5.1fs ", t);
   result_.timeline.push_back(buf + what);
+  timeline_at_.push_back(t);
 }
 
 void Sim::record(const std::string& id, const std::string& why, std::optional<Clock::time_point> sent) {
@@ -602,10 +606,15 @@ SimResult Sim::run() {
     throw;
   }
   if (haproxy) (*haproxy)->kill();
-  // Threads record events as they happen: print them in time order.
-  std::stable_sort(result_.timeline.begin(), result_.timeline.end(), [](const std::string& a, const std::string& b) {
-    return std::stod(a.substr(2)) < std::stod(b.substr(2));
-  });
+  // Threads record events as they happen, and some only later: print them
+  // in the order of their exact moments (two lines can show the same tenth).
+  std::vector<std::size_t> order(result_.timeline.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return timeline_at_[a] < timeline_at_[b]; });
+  std::vector<std::string> sorted;
+  for (std::size_t i : order) sorted.push_back(std::move(result_.timeline[i]));
+  result_.timeline = std::move(sorted);
   return result_;
 }
 
