@@ -1,16 +1,23 @@
 #include "testkit/process.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 
 extern char** environ;
@@ -38,10 +45,83 @@ std::vector<pid_t> registry;
 bool registry_closed = false;
 std::thread::id registry_closer;  // the one thread that may still start processes (cleanups)
 
+// The same process groups, readable from a signal handler (no lock): a slot
+// holds a group or 0. Written under registry_mu, so by one thread at a time.
+constexpr std::size_t kSlots = 1024;
+std::atomic<pid_t> live_slots[kSlots];
+
+void slot_store(pid_t from, pid_t to) {
+  for (auto& slot : live_slots) {
+    pid_t expected = from;
+    if (slot.compare_exchange_strong(expected, to)) return;
+  }
+}
+
 void unregister(pid_t pid) {
   std::lock_guard lock(registry_mu);
   std::erase(registry, pid);
+  slot_store(pid, 0);
 }
+
+// The last resort of a program that starts processes and is stopped by a
+// signal it does not take itself: a test binary interrupted (Ctrl-C, a
+// `timeout`, a closed terminal), a load tool, a bench. Each Process runs in
+// a process group of its own, so the signal does not reach it, and without
+// this it outlives the program (a redis-server left listening, a stage still
+// running). Stopped as the course teaches: SIGTERM to every group, up to
+// 500 ms for them to end, SIGKILL for what is left; then the program dies of
+// the signal it got, as it would have without this handler. Only
+// async-signal-safe calls. The tour takes these signals itself (sigwait with
+// them blocked: this handler never runs there), and Catch2's handler, while
+// a test runs, reports the test and then raises the signal again for this one.
+extern "C" void stop_processes_then_die(int sig) {
+  const int saved_errno = errno;
+  for (auto& slot : live_slots)
+    if (const pid_t g = slot.load(); g > 0) ::kill(-g, SIGTERM);
+  timespec start{}, now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    bool all_ended = true;
+    for (auto& slot : live_slots) {
+      const pid_t g = slot.load();
+      if (g <= 0) continue;
+      siginfo_t info{};
+      // Ended: a zombie (si_pid set), or already reaped by another thread (ECHILD).
+      if (::waitid(P_PID, static_cast<id_t>(g), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0)
+        all_ended = false;
+    }
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    const long long waited_ms = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1'000'000;
+    if (all_ended || waited_ms >= 500) break;
+    const timespec step{0, 5'000'000};
+    ::nanosleep(&step, nullptr);
+  }
+  for (auto& slot : live_slots)
+    if (const pid_t g = slot.load(); g > 0) ::kill(-g, SIGKILL);  // what is left, grandchildren too
+  struct sigaction dfl{};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(sig, &dfl, nullptr);
+  errno = saved_errno;
+  ::raise(sig);  // blocked until this handler returns, then the default action
+}
+
+// Installed before main() (so before Catch2 saves the handlers it chains to),
+// for the signals that are still at their default action: a program that
+// ignores one, or handles it, keeps its choice.
+[[maybe_unused]] const bool stop_handler_installed = [] {
+  struct sigaction sa{};
+  sa.sa_handler = stop_processes_then_die;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sa.sa_mask, sig);  // one cleanup at a time
+  sa.sa_flags = SA_RESTART;
+  bool any = false;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction old{};
+    if (::sigaction(sig, nullptr, &old) == 0 && !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL)
+      any = ::sigaction(sig, &sa, nullptr) == 0 || any;
+  }
+  return any;
+}();
 
 }  // namespace
 
@@ -50,6 +130,73 @@ std::vector<pid_t> detail::take_live_groups_and_refuse_new() {
   registry_closed = true;
   registry_closer = std::this_thread::get_id();
   return registry;
+}
+
+std::vector<std::string> processes_with_env(const std::string& entry) {
+  std::vector<std::string> found;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return found;
+  while (dirent* e = ::readdir(proc)) {
+    const std::string pid = e->d_name;
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat("/proc/" + pid + "/stat");
+    std::string st;
+    std::getline(stat, st);
+    const auto paren = st.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= st.size() || st[paren + 2] == 'Z') continue;  // gone, or a zombie
+    std::ifstream env("/proc/" + pid + "/environ", std::ios::binary);
+    const std::string all((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
+    if (all.find(entry) == std::string::npos) continue;
+    std::ifstream cmd("/proc/" + pid + "/cmdline", std::ios::binary);
+    std::string line((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    for (char& c : line)
+      if (c == '\0') c = ' ';
+    found.push_back(pid + " " + line);
+  }
+  ::closedir(proc);
+  return found;
+}
+
+void adopt_orphans() {
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) fail_errno("prctl(PR_SET_CHILD_SUBREAPER)");
+}
+
+std::vector<std::string> adopted_children() {
+  std::vector<pid_t> ours;
+  {
+    std::lock_guard lock(registry_mu);
+    ours = registry;
+  }
+  const std::string self = std::to_string(::getpid());
+  std::vector<std::string> found;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return found;
+  while (dirent* e = ::readdir(proc)) {
+    const std::string pid = e->d_name;
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat("/proc/" + pid + "/stat");
+    std::string st;
+    std::getline(stat, st);
+    const auto paren = st.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= st.size()) continue;
+    std::istringstream rest(st.substr(paren + 2));
+    char state = 0;
+    std::string ppid;
+    rest >> state >> ppid;
+    const pid_t child = std::stoi(pid);
+    if (ppid != self || std::find(ours.begin(), ours.end(), child) != ours.end()) continue;
+    if (state == 'Z') {  // an adopted orphan that ended: reap it
+      ::waitpid(child, nullptr, WNOHANG);
+      continue;
+    }
+    std::ifstream cmd("/proc/" + pid + "/cmdline", std::ios::binary);
+    std::string line((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    for (char& c : line)
+      if (c == '\0') c = ' ';
+    found.push_back(pid + " " + line);
+  }
+  ::closedir(proc);
+  return found;
 }
 
 milliseconds scaled(milliseconds base) {
@@ -115,7 +262,10 @@ Process::Process(std::vector<std::string> argv, SpawnOptions options) : argv_(st
     for (;;) ::pause();
   }
   int rc = ::posix_spawnp(&pid_, args[0], &actions, &attr, args.data(), envp.data());
-  if (rc == 0) registry.push_back(pid_);
+  if (rc == 0) {
+    registry.push_back(pid_);
+    slot_store(0, pid_);
+  }
   registry_lock.unlock();
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);

@@ -1,11 +1,19 @@
 // Tests of the test kit itself: if these are wrong, every chapter's tests
 // could pass for the wrong reason.
 #include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
 #include "testkit/net.hpp"
 #include "testkit/process.hpp"
+#include "testkit/redis.hpp"
 
 using namespace testkit;
 using namespace std::chrono_literals;
@@ -151,4 +159,83 @@ TEST_CASE("run_to_exit returns the status and everything printed") {
   CHECK(r.err == "err\n");
   CHECK_THAT(r.transcript, Catch::Contains("exit 2"));
   CHECK_THROWS_WITH(run_to_exit({"sleep", "30"}, 100ms), Catch::Contains("still running after"));
+}
+
+// A program that starts processes and is stopped by a signal it does not
+// take itself (Ctrl-C on a test binary, a `timeout`, a closed terminal)
+// ends them before it dies. The program here is this test binary, running
+// the hidden helper below: a Catch2 test that starts a redis-server and a
+// sleeper (each in a process group of its own, where the signal does not
+// reach them) and waits.
+namespace {
+
+void start_children_and_wait() {
+  RedisServer redis;
+  Process sleeper({"sleep", "600"});
+  std::printf("ready redis=%s sleeper=%d\n", redis.address().c_str(), sleeper.pid());
+  std::fflush(stdout);
+  for (;;) ::pause();
+}
+
+std::string self_path() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  REQUIRE(n > 0);
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+// Whatever the helper left running is re-parented to this process once the
+// helper is gone (adopt_orphans), redis-server included: it rewrites its
+// environment, so no mark in it would find it.
+std::vector<std::string> left_after(milliseconds bound) {
+  auto left = adopted_children();
+  for (auto deadline = Clock::now() + scaled(bound); !left.empty() && Clock::now() < deadline;
+       std::this_thread::sleep_for(10ms))
+    left = adopted_children();
+  return left;
+}
+
+void kill_all(const std::vector<std::string>& processes) {
+  for (const auto& p : processes) ::kill(std::stoi(p.substr(0, p.find(' '))), SIGKILL);
+}
+
+}  // namespace
+
+TEST_CASE("helper: starts a redis-server and a sleeper then waits", "[.helper]") { start_children_and_wait(); }
+
+TEST_CASE("helper: the same with the signals at their default action", "[.helper]") {
+  // Set inside the test, so over Catch2's own handler too: nothing runs on
+  // the signal, as in a program without testkit's handler.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, SIG_DFL);
+  start_children_and_wait();
+}
+
+TEST_CASE("a program stopped by SIGINT or SIGTERM or SIGHUP ends the processes it started and dies of the signal") {
+  adopt_orphans();
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    INFO(signal_name(sig));
+    Process helper({self_path(), "helper: starts a redis-server and a sleeper then waits"});
+    helper.expect_line("ready redis=", 10s);
+    helper.send_signal(sig);
+    const auto status = helper.wait_exit(3s);
+    REQUIRE(status);
+    CHECK(status->str() == "killed by " + signal_name(sig));  // the status it would have without the handler
+    const auto left = left_after(2s);
+    INFO("left: " << (left.empty() ? "none" : left.front()));
+    CHECK(left.empty());
+    kill_all(left);  // a failed check leaves nothing behind either
+  }
+}
+
+TEST_CASE("without that handler the processes outlive the program (the check above can fail)") {
+  adopt_orphans();
+  Process helper({self_path(), "helper: the same with the signals at their default action"});
+  helper.expect_line("ready redis=", 10s);
+  helper.send_signal(SIGTERM);
+  REQUIRE(helper.wait_exit(3s));
+  // Re-parented here when the helper died, before its exit was reported.
+  const auto left = adopted_children();
+  CHECK(left.size() == 2);  // redis-server and sleep, still running
+  kill_all(left);  // not leave them running
+  CHECK(left_after(2s).empty());
 }

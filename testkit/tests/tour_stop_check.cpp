@@ -8,17 +8,16 @@
 // scenario.
 //
 // Every process the tour starts (stages, redis-server, haproxy, clients)
-// inherits a marker in its environment; after the tour exits, no live
-// process may carry it. Exit 0 when the tour passes, 1 with the reason when
-// it does not, 2 on bad arguments.
-#include <dirent.h>
+// inherits a marker in its environment, and this program adopts the orphans
+// the tour leaves (PR_SET_CHILD_SUBREAPER); after the tour exits, no live
+// process may carry the marker or be such an orphan. Exit 0 when the tour
+// passes, 1 with the reason when it does not, 2 on bad arguments.
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <random>
 #include <string>
 #include <thread>
@@ -30,27 +29,6 @@ using namespace testkit;
 using namespace std::chrono_literals;
 
 namespace {
-
-// Live (not zombie) processes whose environment holds `marker`.
-std::vector<std::string> marked_processes(const std::string& marker) {
-  std::vector<std::string> found;
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return found;
-  while (dirent* e = ::readdir(proc)) {
-    const std::string pid = e->d_name;
-    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream env("/proc/" + pid + "/environ", std::ios::binary);
-    std::string all((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
-    if (all.find(marker) == std::string::npos) continue;
-    std::ifstream cmd("/proc/" + pid + "/cmdline", std::ios::binary);
-    std::string line((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-    for (char& c : line)
-      if (c == '\0') c = ' ';
-    found.push_back(pid + " " + line);
-  }
-  ::closedir(proc);
-  return found;
-}
 
 int fail(const std::string& why, const Process& tour) {
   std::fprintf(stderr, "FAILED: %s\n%s\n", why.c_str(), tour.transcript().c_str());
@@ -78,6 +56,10 @@ int check(int argc, char** argv) {
   const int sig = std::string(argv[2]) == "TERM" ? SIGTERM : SIGINT;
   const std::string marker = "GS_TOUR_STOP_CHECK=" + std::to_string(std::random_device{}());
 
+  // What the tour leaves running is re-parented here once it is gone, and
+  // found even if it hid the marker (redis-server overwrites its
+  // environment with its process title).
+  adopt_orphans();
   Process tour({argv[1]}, {.extra_env = {marker, "TOUR_PROGRESS=lines"}, .cwd = {}});
   // Mid-scenario: the tour has processes running (a stage, a redis-server)
   // when the signal lands.
@@ -92,7 +74,7 @@ int check(int argc, char** argv) {
   std::vector<std::string> before;
   for (auto deadline = Clock::now() + scaled(30s); before.empty() && Clock::now() < deadline;
        std::this_thread::sleep_for(5ms))
-    for (auto& p : marked_processes(marker))
+    for (auto& p : processes_with_env(marker))
       if (p.substr(0, p.find(' ')) != std::to_string(tour.pid())) before.push_back(p);
   if (before.empty()) return fail("precondition: the tour had no process running mid-scenario", tour);
 
@@ -103,11 +85,18 @@ int check(int argc, char** argv) {
   if (!status->exited || status->code != 128 + sig)
     return fail(status->str() + " after " + signal_name(sig) + ", expected exit " + std::to_string(128 + sig), tour);
 
-  // Killed processes disappear once their parent (or init) reaps them.
-  std::vector<std::string> left = marked_processes(marker);
+  // Killed processes disappear once their parent (or this program, for the
+  // orphans it adopted) reaps them.
+  const auto still_running = [&] {
+    std::vector<std::string> all = processes_with_env(marker);
+    for (auto& p : adopted_children())
+      if (std::find(all.begin(), all.end(), p) == all.end()) all.push_back(p);
+    return all;
+  };
+  std::vector<std::string> left = still_running();
   for (auto deadline = Clock::now() + scaled(2s); !left.empty() && Clock::now() < deadline;
        std::this_thread::sleep_for(10ms))
-    left = marked_processes(marker);
+    left = still_running();
   if (!left.empty()) {
     std::string list;
     for (auto& p : left) list += "\n  " + p;

@@ -128,6 +128,25 @@ namespace detail {
 std::vector<pid_t> take_live_groups_and_refuse_new();
 }  // namespace detail
 
+// Live processes (zombies excluded) whose environment holds `entry`
+// ("NAME=value"), each as "PID COMMAND LINE": what a program started, found
+// again after it is gone (SpawnOptions::extra_env marks them; children
+// inherit the mark). Blind to a process that rewrites its environment
+// (redis-server does): see adopt_orphans().
+std::vector<std::string> processes_with_env(const std::string& entry);
+
+// Makes this process the reaper of its orphaned descendants
+// (PR_SET_CHILD_SUBREAPER): a process whose parent dies is re-parented here
+// instead of to init, so that what a program left running can be found after
+// it is gone, whatever it did to its environment (redis-server rewrites it
+// with its process title).
+void adopt_orphans();
+
+// Live children of this process that no Process of it started: the orphans
+// adopted since adopt_orphans(), each as "PID COMMAND LINE". Reaps the ones
+// that have ended.
+std::vector<std::string> adopted_children();
+
 // A program run to completion: how it ended and what it printed.
 struct Finished {
   ExitStatus status;
