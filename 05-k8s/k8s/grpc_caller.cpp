@@ -7,9 +7,10 @@
 //   k8s-grpc-caller --target 10.96.0.10:50051 [--callers 4] [--work-ms 200]
 //                   [--pause-ms 20] [--reconnect-backoff-ms 1000]
 //                   [--max-reconnect-backoff-ms 120000]
-//     until SIGTERM/SIGINT: one line per RPC, "ok ID pid=PID" (the pid of the
-//     server that answered, from the reply) or "fail ID CODE: message",
-//     then "callers: N sent, N ok, N failed"; exit 0.
+//     until SIGTERM/SIGINT: one line per RPC as it ends, "ok ID ms=MS
+//     pid=PID" (how long the call took, and the pid of the server that
+//     answered, from the reply) or "fail ID ms=MS CODE: message", then
+//     "callers: N sent, N ok, N failed"; exit 0.
 //   k8s-grpc-caller --probe ADDR:PORT
 //     a kubelet grpc readinessProbe: exit 0 if grpc.health.v1 Check("")
 //     answers SERVING within 1 s, 1 otherwise.
@@ -105,15 +106,18 @@ int main(int argc, char** argv) {
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(10 * work_ms + 5000));
         ++sent;
+        const auto started = std::chrono::steady_clock::now();
         const auto st = stub->Work(&ctx, req, &reply);
+        const long long took_ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
         {
           std::lock_guard lock(out);
           if (st.ok()) {
             ++ok;
-            std::printf("ok %s pid=%d\n", req.id().c_str(), static_cast<int>(reply.server_pid()));
+            std::printf("ok %s ms=%lld pid=%d\n", req.id().c_str(), took_ms, static_cast<int>(reply.server_pid()));
           } else {
             ++failed;
-            std::printf("fail %s %s: %s\n", req.id().c_str(), code_name(st.error_code()),
+            std::printf("fail %s ms=%lld %s: %s\n", req.id().c_str(), took_ms, code_name(st.error_code()),
                         st.error_message().c_str());
           }
         }

@@ -6,8 +6,8 @@
 // namespace (exit 1); a second signal exits at once.
 //
 //   k8s-sim --variant 05-k8s/manifests/030-drain [--deployment grpc]
-//   --trace adds one line per HTTP request (start, end in manifest seconds,
-//   id, outcome): the trace 05-k8s/timeline.cpp draws.
+//   --trace adds one line per HTTP request or gRPC call (start, end in
+//   manifest seconds, id, outcome): the trace 05-k8s/timeline.cpp draws.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   o.programs.caller = K8S_CALLER;
   o.programs.haproxy = flags.text("--haproxy", K8S_HAPROXY, 4000);
   const bool verbose = flags.present("--verbose");  // every failed and lost id, on stderr
-  const bool trace = flags.present("--trace");      // every HTTP request with its times, for timelines
+  const bool trace = flags.present("--trace");      // every request or call with its times, for timelines
   flags.done();
   if (const auto why = k8s::netns_unavailable(); !why.empty()) {
     std::fprintf(stderr, "error: %s\n", why.c_str());

@@ -231,7 +231,8 @@ class Sim {
   bool probe_ready(const std::string& ip);
   void set_endpoint(const std::string& ip, bool ready, bool serving, bool terminating, const std::string& what);
   void http_client(const std::string& host, int port, const std::string& prefix);
-  void record(const std::string& id, const std::string& why, std::optional<Clock::time_point> sent = std::nullopt);
+  void record(const std::string& id, const std::string& why, std::optional<Clock::time_point> sent = std::nullopt,
+              std::optional<Clock::time_point> done = std::nullopt, const std::string& pod = "");
   double since_start_s(Clock::time_point t) const {
     return std::chrono::duration<double>(t - start_).count() * 1000.0 / o_.ms_per_s;
   }
@@ -299,10 +300,11 @@ void Sim::set_endpoint(const std::string& ip, bool ready, bool serving, bool ter
   timeline_at_.push_back(t);
 }
 
-void Sim::record(const std::string& id, const std::string& why, std::optional<Clock::time_point> sent) {
-  const auto done = Clock::now();
+void Sim::record(const std::string& id, const std::string& why, std::optional<Clock::time_point> sent,
+                 std::optional<Clock::time_point> done, const std::string& pod) {
+  const auto ended = done.value_or(Clock::now());
   std::lock_guard lock(mu_);
-  if (sent) result_.requests.push_back({since_start_s(*sent), since_start_s(done), id, why});
+  if (sent) result_.requests.push_back({since_start_s(*sent), since_start_s(ended), id, why, pod});
   ++result_.sent;
   if (why.empty()) {
     ++result_.ok;
@@ -565,16 +567,20 @@ SimResult Sim::run() {
       // its connection ends).
       std::map<std::string, bool> on_old;  // caller -> its last answer came from the old pod
       for (const auto& l : (*callers)->timed_lines()) {
-        const std::string& line = l.text;
-        if (line.rfind("ok ", 0) == 0) {
-          const auto sp = line.find(' ', 3);
-          const std::string id = line.substr(3, sp - 3);
-          record(id, "");
-          if (l.at < stopped && sp != std::string::npos)
-            on_old[id.substr(0, id.find('-'))] = line.substr(sp + 1) == "pid=" + old_pid;
-        } else if (line.rfind("fail ", 0) == 0) {
-          const auto sp = line.find(' ', 5);
-          record(line.substr(5, sp - 5), line.substr(sp + 1));
+        // "ok ID ms=MS pid=PID" or "fail ID ms=MS CODE: message", printed as
+        // the call ended: it started MS milliseconds before the line came.
+        std::istringstream in(l.text);
+        std::string kind, id, ms, rest;
+        in >> kind >> id >> ms;
+        std::getline(in >> std::ws, rest);
+        if ((kind != "ok" && kind != "fail") || ms.rfind("ms=", 0) != 0) continue;
+        const auto sent = l.at - milliseconds(std::stoll(ms.substr(3)));
+        if (kind == "ok") {
+          const bool old = rest == "pid=" + old_pid;
+          record(id, "", sent, l.at, old ? "old" : "new");
+          if (l.at < stopped) on_old[id.substr(0, id.find('-'))] = old;
+        } else {
+          record(id, rest, sent, l.at);
         }
       }
       result_.callers_on_old = 0;

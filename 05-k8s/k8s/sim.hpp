@@ -69,12 +69,13 @@ struct SimResult {
   // calls are the ones a stop can fail. -1 for HTTP.
   int callers_on_old = -1;
   std::vector<std::string> timeline;  // "t= 13.6s old pod deleted", ...
-  // The trace, for timelines: every request of the long-lived HTTP clients
-  // (gRPC callers report outcomes only), in manifest seconds since the start
+  // The trace, for timelines: every request of the long-lived HTTP clients,
+  // or every call of the gRPC callers, in manifest seconds since the start
   // like the timeline above; error "" means acknowledged.
   struct Request {
     double start_s = 0, end_s = 0;
     std::string id, error;
+    std::string pod;  // gRPC, answered: "old" or "new", the pod that answered
   };
   std::vector<Request> requests;
 };

@@ -35,6 +35,8 @@ std::string quoted(const std::string& s) {
   return q + "\"";
 }
 
+constexpr double kPlotWidthPx = 780, kLabelCharPx = 6.6;  // at 1000 px wide, sans 11
+
 // The x range: every bar and marker, with room on the right for the labels
 // of the last events.
 std::pair<double, double> x_range(const Timeline& t) {
@@ -50,13 +52,21 @@ std::pair<double, double> x_range(const Timeline& t) {
     for (const auto& e : lane.events) take(e.at_ms, e.at_ms);
   }
   const double span = std::max(hi - lo, 1.0);
-  return {lo - 0.02 * span, hi + 0.18 * span};
+  const double from = lo - 0.02 * span;
+  double to = hi + 0.18 * span;
+  // Wider still if a late event's label would run past the right edge: a
+  // label of width w (a fraction of the plot) at x ends at x + w * (to - from).
+  for (const auto& lane : t.lanes)
+    for (const auto& e : lane.events) {
+      const double w = (static_cast<double>(e.label.size()) * kLabelCharPx + 12) / kPlotWidthPx;
+      if (w < 0.8) to = std::max(to, (e.at_ms - w * from) / (1 - w));
+    }
+  return {from, to};
 }
 
 // Bars use the lower part of a lane, event labels the rows above them.
 constexpr double kBarsFrom = 0.04, kBarsTo = 0.44;
 constexpr double kLabelRows[] = {0.93, 0.81, 0.69, 0.57};
-constexpr double kPlotWidthPx = 780, kLabelCharPx = 6.6;  // at 1000 px wide, sans 11
 
 }  // namespace
 
