@@ -132,7 +132,12 @@ std::vector<pid_t> detail::take_live_groups_and_refuse_new() {
   return registry;
 }
 
-std::vector<std::string> processes_with_env(const std::string& entry) {
+namespace {
+
+// Every process in /proc, as (pid, state, parent pid); `take` says whether
+// to list it, and those it takes are returned as "PID COMMAND LINE".
+template <typename Take>
+std::vector<std::string> list_processes(Take take) {
   std::vector<std::string> found;
   DIR* proc = ::opendir("/proc");
   if (!proc) return found;
@@ -142,11 +147,13 @@ std::vector<std::string> processes_with_env(const std::string& entry) {
     std::ifstream stat("/proc/" + pid + "/stat");
     std::string st;
     std::getline(stat, st);
-    const auto paren = st.rfind(')');
-    if (paren == std::string::npos || paren + 2 >= st.size() || st[paren + 2] == 'Z') continue;  // gone, or a zombie
-    std::ifstream env("/proc/" + pid + "/environ", std::ios::binary);
-    const std::string all((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
-    if (all.find(entry) == std::string::npos) continue;
+    const auto paren = st.rfind(')');  // the command name may hold anything
+    if (paren == std::string::npos || paren + 2 >= st.size()) continue;  // gone meanwhile
+    std::istringstream rest(st.substr(paren + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (!take(static_cast<pid_t>(std::stoi(pid)), state, ppid)) continue;
     std::ifstream cmd("/proc/" + pid + "/cmdline", std::ios::binary);
     std::string line((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
     for (char& c : line)
@@ -155,6 +162,17 @@ std::vector<std::string> processes_with_env(const std::string& entry) {
   }
   ::closedir(proc);
   return found;
+}
+
+}  // namespace
+
+std::vector<std::string> processes_with_env(const std::string& entry) {
+  return list_processes([&](pid_t pid, char state, pid_t) {
+    if (state == 'Z') return false;
+    std::ifstream env("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+    const std::string all((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
+    return all.find(entry) != std::string::npos;
+  });
 }
 
 void adopt_orphans() {
@@ -167,36 +185,15 @@ std::vector<std::string> adopted_children() {
     std::lock_guard lock(registry_mu);
     ours = registry;
   }
-  const std::string self = std::to_string(::getpid());
-  std::vector<std::string> found;
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return found;
-  while (dirent* e = ::readdir(proc)) {
-    const std::string pid = e->d_name;
-    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat("/proc/" + pid + "/stat");
-    std::string st;
-    std::getline(stat, st);
-    const auto paren = st.rfind(')');
-    if (paren == std::string::npos || paren + 2 >= st.size()) continue;
-    std::istringstream rest(st.substr(paren + 2));
-    char state = 0;
-    std::string ppid;
-    rest >> state >> ppid;
-    const pid_t child = std::stoi(pid);
-    if (ppid != self || std::find(ours.begin(), ours.end(), child) != ours.end()) continue;
+  const pid_t self = ::getpid();
+  return list_processes([&](pid_t pid, char state, pid_t ppid) {
+    if (ppid != self || std::find(ours.begin(), ours.end(), pid) != ours.end()) return false;
     if (state == 'Z') {  // an adopted orphan that ended: reap it
-      ::waitpid(child, nullptr, WNOHANG);
-      continue;
+      ::waitpid(pid, nullptr, WNOHANG);
+      return false;
     }
-    std::ifstream cmd("/proc/" + pid + "/cmdline", std::ios::binary);
-    std::string line((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-    for (char& c : line)
-      if (c == '\0') c = ' ';
-    found.push_back(pid + " " + line);
-  }
-  ::closedir(proc);
-  return found;
+    return true;
+  });
 }
 
 milliseconds scaled(milliseconds base) {
