@@ -241,8 +241,16 @@ Process::Process(std::vector<std::string> argv, SpawnOptions options) : argv_(st
   posix_spawnattr_setpgroup(&attr, 0);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 
+  // The inherited environment, with each extra "NAME=value" in place of the
+  // inherited NAME (getenv() would return the first of two).
   std::vector<std::string> env_store;
-  for (char** e = environ; *e; ++e) env_store.emplace_back(*e);
+  for (char** e = environ; *e; ++e) {
+    const std::string_view entry(*e);
+    const auto name = entry.substr(0, entry.find('=') + 1);
+    if (std::none_of(options.extra_env.begin(), options.extra_env.end(),
+                     [&](const std::string& x) { return x.rfind(name, 0) == 0; }))
+      env_store.emplace_back(entry);
+  }
   for (auto& e : options.extra_env) env_store.push_back(e);
   std::vector<char*> envp, args;
   for (auto& e : env_store) envp.push_back(e.data());

@@ -55,7 +55,7 @@ struct TimedLine {
 };
 
 struct SpawnOptions {
-  std::vector<std::string> extra_env;  // "NAME=value" added to the environment
+  std::vector<std::string> extra_env;  // "NAME=value" added to the environment, or replacing NAME
   std::string cwd;                     // empty: inherit
 };
 
