@@ -68,36 +68,18 @@ void unregister(pid_t pid) {
 // `timeout`, a closed terminal), a load tool, a bench. Each Process runs in
 // a process group of its own, so the signal does not reach it, and without
 // this it outlives the program (a redis-server left listening, a stage still
-// running). Stopped as the course teaches: SIGTERM to every group, up to
-// 500 ms for them to end, SIGKILL for what is left; then the program dies of
-// the signal it got, as it would have without this handler. Only
-// async-signal-safe calls. The tour takes these signals itself (sigwait with
+// running). Stopped as the tour stops them (detail::end_groups); then the
+// program dies of the signal it got, as it would have without this handler.
+// Only async-signal-safe calls. The tour takes these signals itself (sigwait with
 // them blocked: this handler never runs there), and Catch2's handler, while
 // a test runs, reports the test and then raises the signal again for this one.
 extern "C" void stop_processes_then_die(int sig) {
   const int saved_errno = errno;
+  pid_t groups[kSlots];
+  std::size_t n = 0;
   for (auto& slot : live_slots)
-    if (const pid_t g = slot.load(); g > 0) ::kill(-g, SIGTERM);
-  timespec start{}, now{};
-  ::clock_gettime(CLOCK_MONOTONIC, &start);
-  for (;;) {
-    bool all_ended = true;
-    for (auto& slot : live_slots) {
-      const pid_t g = slot.load();
-      if (g <= 0) continue;
-      siginfo_t info{};
-      // Ended: a zombie (si_pid set), or already reaped by another thread (ECHILD).
-      if (::waitid(P_PID, static_cast<id_t>(g), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0)
-        all_ended = false;
-    }
-    ::clock_gettime(CLOCK_MONOTONIC, &now);
-    const long long waited_ms = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1'000'000;
-    if (all_ended || waited_ms >= 500) break;
-    const timespec step{0, 5'000'000};
-    ::nanosleep(&step, nullptr);
-  }
-  for (auto& slot : live_slots)
-    if (const pid_t g = slot.load(); g > 0) ::kill(-g, SIGKILL);  // what is left, grandchildren too
+    if (const pid_t g = slot.load(); g > 0) groups[n++] = g;
+  detail::end_groups(groups, n);
   struct sigaction dfl{};
   dfl.sa_handler = SIG_DFL;
   ::sigaction(sig, &dfl, nullptr);
@@ -124,6 +106,27 @@ extern "C" void stop_processes_then_die(int sig) {
 }();
 
 }  // namespace
+
+void detail::end_groups(const pid_t* groups, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) ::kill(-groups[i], SIGTERM);
+  timespec start{}, now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    bool all_ended = true;
+    for (std::size_t i = 0; i < n; ++i) {
+      siginfo_t info{};
+      // Ended: a zombie (si_pid set), or already reaped by another thread (ECHILD).
+      if (::waitid(P_PID, static_cast<id_t>(groups[i]), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0)
+        all_ended = false;
+    }
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    const long long waited_ms = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1'000'000;
+    if (all_ended || waited_ms >= 500) break;
+    const timespec step{0, 5'000'000};
+    ::nanosleep(&step, nullptr);
+  }
+  for (std::size_t i = 0; i < n; ++i) ::kill(-groups[i], SIGKILL);  // what is left, grandchildren too
+}
 
 std::vector<pid_t> detail::take_live_groups_and_refuse_new() {
   std::lock_guard lock(registry_mu);

@@ -8,7 +8,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -37,15 +36,6 @@ struct State {
 State& state = *new State;
 std::mutex& mu = state.mu;
 
-// A process is gone when it no longer exists or is a zombie nobody reaped yet.
-bool gone(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string all;
-  if (!std::getline(stat, all)) return true;
-  auto paren = all.rfind(')');
-  return paren == std::string::npos || paren + 2 >= all.size() || all[paren + 2] == 'Z';
-}
-
 // The signal thread: waits for SIGINT/SIGTERM, then stops the tour.
 [[noreturn]] void stop_on_signal(sigset_t set) {
   int sig = 0;
@@ -61,14 +51,7 @@ bool gone(pid_t pid) {
                sig == SIGINT ? "SIGINT" : "SIGTERM");
   // Ask first, as the course teaches; force what has not ended after a short grace.
   const auto groups = detail::take_live_groups_and_refuse_new();
-  for (pid_t g : groups) ::kill(-g, SIGTERM);
-  const auto deadline = Clock::now() + std::chrono::milliseconds(500);
-  for (bool all_gone = false; !all_gone && Clock::now() < deadline;) {
-    all_gone = true;
-    for (pid_t g : groups) all_gone = all_gone && gone(g);
-    if (!all_gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  for (pid_t g : groups) ::kill(-g, SIGKILL);
+  detail::end_groups(groups.data(), groups.size());
   std::map<int, std::function<void()>> todo;
   {
     std::lock_guard lock(mu);

@@ -126,6 +126,11 @@ namespace detail {
 // it has taken them, no new Process may start (the constructor blocks until
 // the tour exits), except from the calling thread, which runs the cleanups.
 std::vector<pid_t> take_live_groups_and_refuse_new();
+// Stops these process groups as the course teaches: SIGTERM to each, up to
+// 500 ms for them to end, SIGKILL for what is left (grandchildren too).
+// Async-signal-safe: the tour's signal thread and the stop handler of every
+// other program that starts processes (process.cpp) both use it.
+void end_groups(const pid_t* groups, std::size_t n);
 }  // namespace detail
 
 // Live processes (zombies excluded) whose environment holds `entry`
